@@ -1,0 +1,7 @@
+"""The memory side of symbiotic-latent-memory: embedders, store, recall and write-back.
+
+The proxy talks to this package only through :class:`memory.service.MemoryService`.
+"""
+
+SCHEMA_VERSION = 1
+"""Version of the records this package writes (Chroma metadata). Bump with a migration."""

@@ -1,0 +1,89 @@
+"""Domain records shared by the proxy and the memory package."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+ExchangeStatus = Literal["ok", "failed", "aborted", "tool_call"]
+
+
+@dataclass(frozen=True)
+class Scope:
+    """Who a request belongs to. ``user`` is the hard isolation boundary."""
+
+    user: str
+    session: str | None = None
+
+
+@dataclass
+class Exchange:
+    """One user turn and the assistant's reply, as it passed through the proxy.
+
+    ``metrics`` holds the upstream's final figures when present: ``done_reason``, ``eval_count``,
+    ``prompt_eval_count``, ``total_duration``, ``load_duration``, ``prompt_eval_duration``,
+    ``eval_duration`` (nanoseconds, from Ollama's final chunk) or OpenAI's ``usage`` mapped to the
+    same names. Timestamps are Unix seconds.
+    """
+
+    scope: Scope
+    endpoint: str
+    model: str
+    user_text: str
+    reply: str = ""
+    thinking: str = ""
+    tool_calls: list[dict[str, Any]] = field(default_factory=list)
+    status: ExchangeStatus = "ok"
+    error: str | None = None
+    started_at: float = 0.0
+    finished_at: float = 0.0
+    metrics: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def id(self) -> str:
+        """SHA-256 (hex) of the exchange's scope, texts and start time: its content address."""
+        return sha256_json(
+            [self.scope.user, self.scope.session, self.user_text, self.reply, self.started_at]
+        )
+
+    @property
+    def text(self) -> str:
+        """The text embedded and stored for this exchange (the prototype's own layout)."""
+        return f"User: {self.user_text}\nAssistant: {self.reply}"
+
+
+@dataclass(frozen=True)
+class MemoryHit:
+    """A stored memory as returned by the store; ``similarity`` is cosine similarity in [-1, 1]."""
+
+    id: str
+    text: str
+    metadata: dict[str, Any]
+    similarity: float | None = None
+
+
+@dataclass(frozen=True)
+class MemoryBlock:
+    """What recall produced for one request: the rendered text and how it was obtained.
+
+    ``text`` is empty when nothing was recalled; ``tokens`` counts cl100k tokens of ``text``;
+    ``timings_ms`` has one entry per recall stage (``embed``, ``query``, ``pack``).
+    """
+
+    text: str
+    ids: tuple[str, ...]
+    tokens: int
+    timings_ms: dict[str, float] = field(default_factory=dict)
+
+    @classmethod
+    def empty(cls) -> MemoryBlock:
+        """A block that injects nothing."""
+        return cls(text="", ids=(), tokens=0)
+
+
+def sha256_json(value: Any) -> str:
+    """SHA-256 hex digest of ``value`` serialised as compact, key-sorted JSON."""
+    raw = json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(raw.encode("utf-8")).hexdigest()

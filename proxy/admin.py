@@ -1,0 +1,131 @@
+"""Admin and status endpoints: ``/memory/*``, ``/healthz``, ``/symbiotic_manifest.json``."""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+from dataclasses import asdict
+from typing import Any
+
+import aiohttp
+from aiohttp import web
+
+from memory.errors import MemoryLayerError
+from memory.types import MemoryHit
+from proxy.errors import BadRequest, MemoryUnavailable, NotFound, Unauthorized
+from proxy.manifest import manifest_path
+from proxy.scope import DEFAULT_USER, USER_HEADER
+from proxy.state import CONFIG, COUNTERS, MEMORY, UPSTREAM
+
+MAX_K = 100
+
+
+def require_admin(request: web.Request) -> None:
+    """Check ``Authorization: Bearer <admin.token>`` when a token is configured."""
+    token = request.app[CONFIG].admin.token
+    if token is None:
+        return
+    sent = request.headers.get("Authorization", "")
+    if not hmac.compare_digest(sent.encode(), f"Bearer {token}".encode()):
+        raise Unauthorized("admin endpoints need 'Authorization: Bearer <admin.token>'")
+
+
+def admin_user(request: web.Request) -> str:
+    """The user an admin call is about: ``?user=``, else ``X-Memory-User``, else ``default``."""
+    user = request.query.get("user") or request.headers.get(USER_HEADER) or DEFAULT_USER
+    return user.strip() or DEFAULT_USER
+
+
+def hit_json(hit: MemoryHit) -> dict[str, Any]:
+    """``{"id", "text", "score", "metadata"}``; ``score`` is cosine similarity (None on get)."""
+    return {"id": hit.id, "text": hit.text, "score": hit.similarity, "metadata": hit.metadata}
+
+
+def memory_service(request: web.Request) -> Any:
+    """The memory service, or 503 when memory is disabled."""
+    if MEMORY not in request.app:
+        raise MemoryUnavailable("memory is disabled (memory.enabled: false)")
+    return request.app[MEMORY]
+
+
+async def search(request: web.Request) -> web.Response:
+    """``GET /memory/search?q=&user=&k=``: the user's memories nearest to ``q``."""
+    require_admin(request)
+    query = request.query.get("q", "")
+    if not query.strip():
+        raise BadRequest("query parameter 'q' is required")
+    try:
+        k = int(request.query.get("k", "10"))
+    except ValueError as exc:
+        raise BadRequest("query parameter 'k' must be an integer") from exc
+    if not 1 <= k <= MAX_K:
+        raise BadRequest(f"query parameter 'k' must be between 1 and {MAX_K}")
+    try:
+        hits = await memory_service(request).search(admin_user(request), query, k)
+    except MemoryLayerError as exc:
+        raise MemoryUnavailable(f"memory search failed: {exc}") from exc
+    return web.json_response([hit_json(hit) for hit in hits])
+
+
+async def get_memory(request: web.Request) -> web.Response:
+    """``GET /memory/{id}?user=``: one memory of that user, 404 otherwise."""
+    require_admin(request)
+    mid = request.match_info["id"]
+    try:
+        hit = await memory_service(request).get(admin_user(request), mid)
+    except MemoryLayerError as exc:
+        raise MemoryUnavailable(f"memory lookup failed: {exc}") from exc
+    if hit is None:
+        raise NotFound(f"memory {mid} not found")
+    return web.json_response(hit_json(hit))
+
+
+async def delete_memory(request: web.Request) -> web.Response:
+    """``DELETE /memory/{id}?user=``: hard-delete one memory of that user, 404 otherwise."""
+    require_admin(request)
+    mid = request.match_info["id"]
+    try:
+        deleted = await memory_service(request).delete(admin_user(request), mid)
+    except MemoryLayerError as exc:
+        raise MemoryUnavailable(f"memory delete failed: {exc}") from exc
+    if not deleted:
+        raise NotFound(f"memory {mid} not found")
+    return web.json_response({"deleted": mid})
+
+
+async def upstream_health(request: web.Request) -> dict[str, Any]:
+    """``GET /`` on the upstream: reachable means any answer below 500."""
+    url = request.app[CONFIG].upstream.url + "/"
+    try:
+        async with request.app[UPSTREAM].get(url, timeout=aiohttp.ClientTimeout(total=5)) as resp:
+            return {"ok": resp.status < 500, "url": url, "status": resp.status}
+    except (aiohttp.ClientError, TimeoutError) as exc:
+        return {"ok": False, "url": url, "error": f"{type(exc).__name__}: {exc}"}
+
+
+async def healthz(request: web.Request) -> web.Response:
+    """``GET /healthz``: upstream, store and embedder status; 503 only if the upstream is down.
+
+    ``status`` is ``ok``, ``degraded`` (chat works, memory does not) or ``down``.
+    """
+    report: dict[str, Any] = {"upstream": await upstream_health(request)}
+    if MEMORY in request.app:
+        try:
+            report.update(await asyncio.wait_for(request.app[MEMORY].health(), 10))
+        except TimeoutError:
+            report["store"] = report["embedder"] = {"ok": False, "error": "health check timed out"}
+    report["counters"] = asdict(request.app[COUNTERS])
+    parts = [report["upstream"]] + [report[k] for k in ("store", "embedder") if k in report]
+    if not report["upstream"]["ok"]:
+        report["status"] = "down"
+    else:
+        report["status"] = "ok" if all(part["ok"] for part in parts) else "degraded"
+    return web.json_response(report, status=503 if report["status"] == "down" else 200)
+
+
+async def manifest(request: web.Request) -> web.StreamResponse:
+    """``GET /symbiotic_manifest.json``: the file as shipped."""
+    path = manifest_path()
+    if path is None:
+        raise NotFound("symbiotic_manifest.json is not installed")
+    return web.FileResponse(path, headers={"Content-Type": "application/json"})

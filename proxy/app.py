@@ -1,0 +1,71 @@
+"""The application factory: routes, middleware and long-lived resources in one visible place."""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import AsyncIterator
+
+import aiohttp
+from aiohttp import web
+
+from memory.service import build_memory_service
+from proxy import admin, chat
+from proxy.config import Config
+from proxy.middleware import errors_as_json
+from proxy.passthrough import passthrough
+from proxy.state import CONFIG, COUNTERS, MEMORY, UPSTREAM, Counters
+
+log = logging.getLogger(__name__)
+
+
+async def upstream_session(app: web.Application) -> AsyncIterator[None]:
+    """One pooled client session to the upstream; it never decompresses (verbatim relay)."""
+    connector = aiohttp.TCPConnector(limit=0, ttl_dns_cache=300)
+    async with aiohttp.ClientSession(
+        connector=connector, auto_decompress=False, skip_auto_headers=("User-Agent",)
+    ) as session:
+        app[UPSTREAM] = session
+        yield
+
+
+async def memory_service(app: web.Application) -> AsyncIterator[None]:
+    """Open the store and embedder, run the writer; finish queued writes on shutdown."""
+    config = app[CONFIG]
+    async with aiohttp.ClientSession() as session:
+        service = build_memory_service(
+            config.memory, config.store, config.embedder, config.upstream.url, session
+        )
+        await service.start()
+        app[MEMORY] = service
+        log.info(
+            "memory: embedder %s, store %s",
+            service.embedder.name,
+            config.store.url or config.store.path,
+        )
+        try:
+            yield
+        finally:
+            await service.close()
+
+
+def create_app(config: Config) -> web.Application:
+    """Build the proxy for ``config``; nothing is opened until the app starts."""
+    app = web.Application(
+        middlewares=[errors_as_json], client_max_size=config.limits.max_body_bytes
+    )
+    app[CONFIG] = config
+    app[COUNTERS] = Counters()
+    app.cleanup_ctx.append(upstream_session)
+    if config.memory.enabled:
+        app.cleanup_ctx.append(memory_service)
+    app.router.add_post("/api/chat", functools.partial(chat.handle, api="ollama_chat"))
+    app.router.add_post("/api/generate", functools.partial(chat.handle, api="ollama_generate"))
+    app.router.add_post("/v1/chat/completions", functools.partial(chat.handle, api="openai_chat"))
+    app.router.add_get("/memory/search", admin.search)
+    app.router.add_get("/memory/{id}", admin.get_memory)
+    app.router.add_delete("/memory/{id}", admin.delete_memory)
+    app.router.add_get("/healthz", admin.healthz)
+    app.router.add_get("/symbiotic_manifest.json", admin.manifest)
+    app.router.add_route("*", "/{tail:.*}", passthrough)
+    return app

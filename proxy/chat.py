@@ -1,0 +1,214 @@
+"""The intercepted chat endpoints: recall, inject, relay with a tee, then write back.
+
+``POST /api/chat``, ``POST /api/generate`` (Ollama, NDJSON) and ``POST /v1/chat/completions``
+(OpenAI, SSE) share one pipeline; ``ApiKind`` says how to read the body and the reply.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from dataclasses import dataclass
+
+import aiohttp
+from aiohttp import web
+
+from memory.errors import MemoryLayerError
+from memory.types import Exchange, ExchangeStatus, MemoryBlock, Scope
+from proxy.errors import PayloadTooLarge, UpstreamUnavailable
+from proxy.headers import end_to_end, to_upstream
+from proxy.inject import inject, last_user_turn
+from proxy.passthrough import abort, upstream_timeout
+from proxy.scope import scope_for
+from proxy.state import CONFIG, COUNTERS, MEMORY, UPSTREAM
+from proxy.tee import Framing, Reply, Tee, framing_for
+from proxy.wire import REQUEST_MODELS, ApiKind, decode_json_object, validate
+
+log = logging.getLogger(__name__)
+
+STATUS_HEADER = "X-Memory-Status"
+"""Response header: ``injected``, ``none`` (nothing relevant), ``skipped`` (memory failed or was
+slow: fail-open), or ``off`` (disabled by config or ``X-Memory: off``)."""
+RECALLED_HEADER = "X-Memory-Recalled"
+"""Response header: how many memories were injected."""
+
+
+@dataclass
+class Plan:
+    """What the proxy decided for one request before sending it upstream."""
+
+    body: bytes
+    model: str
+    scope: Scope | None
+    query: str | None
+    block: MemoryBlock
+    memory_status: str
+
+
+async def read_body(request: web.Request) -> bytes:
+    """The whole request body, within ``limits.max_body_bytes``; raises PayloadTooLarge."""
+    limit = request.app[CONFIG].limits.max_body_bytes
+    if request.content_length is not None and request.content_length > limit:
+        raise PayloadTooLarge(f"request body of {request.content_length} bytes exceeds {limit}")
+    try:
+        return await request.read()
+    except web.HTTPRequestEntityTooLarge as exc:
+        raise PayloadTooLarge(f"request body exceeds {limit} bytes") from exc
+
+
+async def recall_fail_open(request: web.Request, scope: Scope, query: str) -> MemoryBlock | None:
+    """Recall within ``memory.timeout_ms``; None (with a warning and a count) if memory fails.
+
+    This is the single place where the proxy fails open on recall.
+    """
+    memory = request.app[MEMORY]
+    timeout_s = request.app[CONFIG].memory.timeout_ms / 1000
+    try:
+        return await asyncio.wait_for(memory.recall(scope, query), timeout_s)
+    except (TimeoutError, MemoryLayerError) as exc:
+        request.app[COUNTERS].fail_open += 1
+        reason = f"timed out after {timeout_s:.3f}s" if isinstance(exc, TimeoutError) else exc
+        log.warning("recall skipped, forwarding without memories: %s", reason)
+        return None
+
+
+async def plan(request: web.Request, api: ApiKind) -> Plan:
+    """Validate the body, recall and inject; raises BadRequest / PayloadTooLarge."""
+    raw = await read_body(request)
+    body = decode_json_object(raw)
+    validate(REQUEST_MODELS[api], body)
+    model = str(body["model"])
+    scope = scope_for(request.headers, body) if MEMORY in request.app else None
+    query = last_user_turn(api, body) if scope else None
+    if scope is None or query is None:
+        status = "off" if scope is None else "none"
+        return Plan(raw, model, scope, query, MemoryBlock.empty(), status)
+    block = await recall_fail_open(request, scope, query)
+    if block is None:
+        return Plan(raw, model, scope, query, MemoryBlock.empty(), "skipped")
+    if not block.text:
+        return Plan(raw, model, scope, query, block, "none")
+    request.app[COUNTERS].recalled += 1
+    injected = json.dumps(inject(api, body, block.text), ensure_ascii=False).encode("utf-8")
+    return Plan(injected, model, scope, query, block, "injected")
+
+
+def error_frame(framing: Framing, message: str) -> bytes:
+    """An in-band error in the reply's own framing (Ollama NDJSON line or OpenAI SSE event)."""
+    if framing == "sse":
+        payload = {"error": {"message": message, "type": "upstream_error"}}
+        return b"data: " + json.dumps(payload).encode() + b"\n\n"
+    return json.dumps({"error": message}).encode() + b"\n"
+
+
+def exchange_status(reply: Reply, upstream_ok: bool, relayed: bool) -> ExchangeStatus:
+    """Classify the finished exchange: only ``ok`` ones become memories."""
+    if not upstream_ok or reply.error is not None:
+        return "failed"
+    if not relayed or not reply.done:
+        return "aborted"
+    if reply.tool_calls:
+        return "tool_call"
+    return "ok"
+
+
+async def handle(request: web.Request, api: ApiKind) -> web.StreamResponse:
+    """Serve one intercepted chat request end to end."""
+    request.app[COUNTERS].requests += 1
+    decided = await plan(request, api)
+    started = time.time()
+    response = web.StreamResponse()
+    url = request.app[CONFIG].upstream.url + request.rel_url.raw_path_qs
+    headers = to_upstream(request.headers, {"content-length", "accept-encoding"})
+    upstream_ok, relayed, tee = False, False, Tee(api, "json")
+    try:
+        async with request.app[UPSTREAM].post(
+            url, data=decided.body, headers=headers, timeout=upstream_timeout(request)
+        ) as upstream:
+            upstream_ok = upstream.status == 200
+            tee = Tee(api, framing_for(upstream.headers.get("Content-Type", "")))
+            response.set_status(upstream.status, upstream.reason)
+            response.headers.extend(end_to_end(upstream.headers, {"content-length"}))
+            response.headers[STATUS_HEADER] = decided.memory_status
+            response.headers[RECALLED_HEADER] = str(len(decided.block.ids))
+            if upstream.content_length is not None:
+                response.content_length = upstream.content_length
+            await response.prepare(request)
+            relayed = await relay(request, upstream, response, tee)
+    except (aiohttp.ClientError, TimeoutError) as exc:
+        request.app[COUNTERS].upstream_errors += 1
+        if not response.prepared:
+            raise UpstreamUnavailable(f"upstream {url}: {type(exc).__name__}: {exc}") from exc
+        tee.reply.error = f"upstream connection lost: {type(exc).__name__}"
+        log.warning("upstream failed mid-stream on %s: %r", request.path, exc)
+        await finish_with_error(request, response, tee.framing, tee.reply.error)
+    reply = tee.close()
+    if relayed:
+        await response.write_eof()
+    remember(request, api, decided, reply, exchange_status(reply, upstream_ok, relayed), started)
+    return response
+
+
+async def relay(
+    request: web.Request,
+    upstream: aiohttp.ClientResponse,
+    response: web.StreamResponse,
+    tee: Tee,
+) -> bool:
+    """Copy upstream chunks to the client as they arrive, feeding the tee.
+
+    Returns False when the client went away (the upstream request is then closed, which stops
+    generation); upstream failures propagate as ``aiohttp.ClientError`` / ``TimeoutError``.
+    """
+    async for chunk in upstream.content.iter_any():
+        tee.feed(chunk)
+        try:
+            await response.write(chunk)
+        except ConnectionError:
+            log.info("client disconnected from %s before the reply ended", request.path)
+            return False
+    return True
+
+
+async def finish_with_error(
+    request: web.Request, response: web.StreamResponse, framing: Framing, message: str
+) -> None:
+    """Tell a streaming client the reply broke (in-band), or cut a fixed-length one."""
+    if framing == "json" or response.content_length is not None:
+        abort(request)
+        return
+    try:
+        await response.write(error_frame(framing, message))
+        await response.write_eof()
+    except ConnectionError:
+        pass
+
+
+def remember(
+    request: web.Request,
+    api: ApiKind,
+    decided: Plan,
+    reply: Reply,
+    status: ExchangeStatus,
+    started: float,
+) -> None:
+    """Hand the finished exchange to the memory writer (returns at once)."""
+    if decided.scope is None or decided.query is None or MEMORY not in request.app:
+        return
+    exchange = Exchange(
+        scope=decided.scope,
+        endpoint=request.path,
+        model=decided.model,
+        user_text=decided.query,
+        reply=reply.content,
+        thinking=reply.thinking,
+        tool_calls=reply.tool_calls,
+        status=status,
+        error=reply.error,
+        started_at=started,
+        finished_at=time.time(),
+        metrics=reply.metrics,
+    )
+    request.app[MEMORY].observe(exchange)

@@ -1,0 +1,69 @@
+"""The ``symbiotic-memory`` command. Library errors become one-line messages here."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from aiohttp import web
+
+from memory.errors import MemoryLayerError
+from proxy import __version__
+from proxy.app import create_app
+from proxy.config import Config, load_config
+from proxy.errors import ConfigError
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser (its ``--help`` is what the README shows)."""
+    parser = argparse.ArgumentParser(
+        prog="symbiotic-memory",
+        description="Long-term memory for any Ollama or OpenAI chat client, as a proxy.",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    serve = commands.add_parser("serve", help="run the memory proxy in front of the upstream")
+    serve.add_argument("--config", type=Path, help="YAML config file (default: built-in defaults)")
+    show = commands.add_parser("config", help="print the effective configuration as JSON")
+    show.add_argument("--config", type=Path, help="YAML config file")
+    return parser
+
+
+def serve(config: Config) -> None:
+    """Run the proxy until interrupted."""
+    logging.basicConfig(
+        level=config.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    print(
+        f"symbiotic-memory {__version__}: listening on http://{config.listen.host}:"
+        f"{config.listen.port}, upstream {config.upstream.url}",
+        flush=True,
+    )
+    web.run_app(create_app(config), host=config.listen.host, port=config.listen.port, print=None)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point; returns the process exit status."""
+    args = build_parser().parse_args(argv)
+    try:
+        config = load_config(args.config)
+        if args.command == "config":
+            print(config.model_dump_json(indent=2))
+            return 0
+        serve(config)
+    except ConfigError as exc:
+        print(f"symbiotic-memory: config error: {exc}", file=sys.stderr)
+        return 2
+    except MemoryLayerError as exc:
+        print(f"symbiotic-memory: {exc}", file=sys.stderr)
+        return 1
+    except OSError as exc:
+        print(f"symbiotic-memory: {exc.strerror or exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,141 @@
+"""Configuration: one YAML file into a frozen pydantic model, plus environment overrides.
+
+Environment variables ``SYMBIOTIC_MEMORY__SECTION__KEY=value`` override the file; values are
+parsed as YAML scalars (``8080`` is an int, ``true`` a bool). Unknown keys are errors that name
+the key and where it came from.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import Field, ValidationError, field_validator
+
+from memory.config import EmbedderConfig, Frozen, MemoryConfig, StoreConfig
+from proxy.errors import ConfigError
+
+ENV_PREFIX = "SYMBIOTIC_MEMORY__"
+
+
+class ListenConfig(Frozen):
+    """Where the proxy listens."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=11435, ge=0, le=65535)
+
+
+class UpstreamConfig(Frozen):
+    """The model server the proxy fronts."""
+
+    url: str = "http://127.0.0.1:11434"
+    connect_timeout_s: float = Field(default=10.0, gt=0)
+    read_timeout_s: float = Field(default=600.0, gt=0)
+    """Longest silence between two chunks of an upstream reply (model loads can be slow)."""
+
+    @field_validator("url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        if not value.startswith(("http://", "https://")):
+            raise ValueError("must start with http:// or https://")
+        return value.rstrip("/")
+
+
+class LimitsConfig(Frozen):
+    """Bounds on what the proxy accepts."""
+
+    max_body_bytes: int = Field(default=64 * 1024 * 1024, ge=1024)
+    """Largest body accepted on the intercepted chat endpoints (images make bodies large)."""
+
+
+class AdminConfig(Frozen):
+    """The ``/memory/*`` admin API."""
+
+    token: str | None = None
+    """When set, ``/memory/*`` requires ``Authorization: Bearer <token>``."""
+
+
+class Config(Frozen):
+    """The whole configuration."""
+
+    listen: ListenConfig = ListenConfig()
+    upstream: UpstreamConfig = UpstreamConfig()
+    store: StoreConfig = Field(default_factory=StoreConfig)
+    embedder: EmbedderConfig = EmbedderConfig()
+    memory: MemoryConfig = MemoryConfig()
+    limits: LimitsConfig = LimitsConfig()
+    admin: AdminConfig = AdminConfig()
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+
+def _env_overrides(env: Mapping[str, str]) -> tuple[dict[str, Any], dict[tuple[str, ...], str]]:
+    """Nested dict of overrides and, per key path, the variable it came from."""
+    tree: dict[str, Any] = {}
+    origin: dict[tuple[str, ...], str] = {}
+    for name, raw in env.items():
+        if not name.startswith(ENV_PREFIX):
+            continue
+        path = tuple(part.lower() for part in name[len(ENV_PREFIX) :].split("__"))
+        node = tree
+        for part in path[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"{name}: {'.'.join(path)} is not a section")
+        try:
+            node[path[-1]] = yaml.safe_load(raw) if raw != "" else None
+        except yaml.YAMLError:
+            node[path[-1]] = raw
+        origin[path] = name
+    return tree, origin
+
+
+def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in over.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ConfigError(f"cannot read config {path}: {exc.strerror or exc}") from exc
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: invalid YAML: {' '.join(str(exc).split())}") from exc
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping of sections")
+    return data
+
+
+def _explain(exc: ValidationError, source: str, origin: dict[tuple[str, ...], str]) -> str:
+    first = exc.errors()[0]
+    loc = tuple(str(part) for part in first["loc"])
+    where = origin.get(loc, source)
+    dotted = ".".join(loc)
+    if first["type"] == "extra_forbidden":
+        return f"{where}: unknown key '{dotted}'"
+    return f"{where}: invalid value for '{dotted}': {first['msg']}"
+
+
+def load_config(path: Path | None = None, env: Mapping[str, str] | None = None) -> Config:
+    """Read ``path`` (optional), apply ``SYMBIOTIC_MEMORY__*`` overrides, validate.
+
+    Raises:
+        ConfigError: unreadable file, bad YAML, unknown key or invalid value (one-line message).
+    """
+    data = _read_yaml(path) if path is not None else {}
+    overrides, origin = _env_overrides(os.environ if env is None else env)
+    source = str(path) if path is not None else "configuration"
+    try:
+        return Config.model_validate(_merge(data, overrides))
+    except ValidationError as exc:
+        raise ConfigError(_explain(exc, source, origin)) from exc

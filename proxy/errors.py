@@ -1,0 +1,51 @@
+"""The proxy's exception types; each carries the HTTP status it maps to (see ``middleware``)."""
+
+
+class ProxyError(Exception):
+    """An error answered to the client as ``{"error": message}`` with ``status``."""
+
+    status = 500
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class BadRequest(ProxyError):
+    """The request body or parameters are unusable (HTTP 400)."""
+
+    status = 400
+
+
+class Unauthorized(ProxyError):
+    """A bearer token is required and missing or wrong (HTTP 401)."""
+
+    status = 401
+
+
+class NotFound(ProxyError):
+    """No such resource for this user (HTTP 404)."""
+
+    status = 404
+
+
+class PayloadTooLarge(ProxyError):
+    """The body exceeds ``limits.max_body_bytes`` (HTTP 413)."""
+
+    status = 413
+
+
+class UpstreamUnavailable(ProxyError):
+    """The upstream could not be reached or failed before answering (HTTP 502)."""
+
+    status = 502
+
+
+class MemoryUnavailable(ProxyError):
+    """An admin operation needs the memory store and it failed (HTTP 503)."""
+
+    status = 503
+
+
+class ConfigError(Exception):
+    """The configuration file or environment is invalid; the message is one line for the CLI."""

@@ -1,0 +1,27 @@
+"""Typed application state (``web.AppKey``) shared by the handlers."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import aiohttp
+from aiohttp import web
+
+from memory.service import MemoryService
+from proxy.config import Config
+
+
+@dataclass
+class Counters:
+    """Process-wide counters reported by ``/healthz``."""
+
+    requests: int = 0
+    recalled: int = 0
+    fail_open: int = 0
+    upstream_errors: int = 0
+
+
+CONFIG = web.AppKey("config", Config)
+UPSTREAM = web.AppKey("upstream", aiohttp.ClientSession)
+MEMORY = web.AppKey("memory", MemoryService)
+COUNTERS = web.AppKey("counters", Counters)
