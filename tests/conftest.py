@@ -1,0 +1,88 @@
+"""Shared fixtures: a fake Ollama over a socket and the real proxy app in front of it."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+# hypothesis is imported here, before any test runs: imported lazily at the end of the session
+# (by its pytest plugin) it trips CPython 3.11.7's "AST constructor recursion depth mismatch".
+import hypothesis  # noqa: F401
+import pytest
+from aiohttp import web
+
+from memory.service import MemoryService
+from proxy.app import create_app
+from proxy.config import Config
+from proxy.state import MEMORY
+from tests.fake_ollama import FakeOllama
+
+
+@dataclass
+class RunningProxy:
+    """A proxy started for a test."""
+
+    url: str
+    app: web.Application
+    runner: web.AppRunner
+
+    @property
+    def memory(self) -> MemoryService:
+        return self.app[MEMORY]
+
+    async def flush(self) -> None:
+        """Wait for queued write-backs to finish."""
+        await self.memory.flush()
+
+
+@pytest.fixture
+async def fake() -> AsyncIterator[FakeOllama]:
+    server = FakeOllama()
+    await server.start()
+    yield server
+    await server.close()
+
+
+def make_config(fake_url: str, store_path: Path, **sections: dict[str, Any]) -> Config:
+    """Test config: the fake as upstream and embedder, a temporary store, fast timeouts."""
+    data: dict[str, Any] = {
+        "listen": {"port": 0},
+        "upstream": {"url": fake_url},
+        "store": {"path": str(store_path)},
+        "memory": {"timeout_ms": 2000},
+    }
+    for name, values in sections.items():
+        data[name] = {**data.get(name, {}), **values}
+    return Config.model_validate(data)
+
+
+StartProxy = Callable[..., Awaitable[RunningProxy]]
+
+
+@pytest.fixture
+async def start_proxy(fake: FakeOllama, tmp_path: Path) -> AsyncIterator[StartProxy]:
+    """``await start_proxy(memory={...}, ...)`` starts a proxy; all are stopped at teardown."""
+    runners: list[web.AppRunner] = []
+
+    async def start(**sections: dict[str, Any]) -> RunningProxy:
+        config = make_config(fake.url, tmp_path / "chroma", **sections)
+        app = create_app(config)
+        runner = web.AppRunner(app)
+        await runner.setup()
+        runners.append(runner)
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        port = runner.addresses[0][1]
+        return RunningProxy(f"http://127.0.0.1:{port}", app, runner)
+
+    yield start
+    for runner in runners:
+        await runner.cleanup()
+
+
+@pytest.fixture
+async def proxy(start_proxy: StartProxy) -> RunningProxy:
+    """A proxy with the default test config."""
+    return await start_proxy()

@@ -1,0 +1,352 @@
+"""A fake Ollama for the tests: a real aiohttp server speaking Ollama's and OpenAI's wire formats.
+
+Formats follow ``../shared/reference/ollama/api.md`` and ``openai-compatibility.mdx``. Replies
+are deterministic (``Noted: <last user text>``); special model names script failures:
+``missing`` (404 before streaming), ``midstream-error`` (an ``{"error"}`` frame after two
+chunks), ``tool-model`` (a tool call until a ``tool`` message arrives), ``overflow`` (400).
+Embeddings are hashed bags of words, so texts sharing words are similar.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import re
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import web
+
+EMBED_DIM = 64
+TAGS_BODY = (
+    b'{"models":[{"name":"llama3.2:latest","model":"llama3.2:latest",'
+    b'"modified_at":"2025-05-04T17:37:44.706015396-07:00","size":2019393189,'
+    b'"digest":"a80c4f17acd55265feec403c7aef86be0c25983ab279d83f3bcd3abbcb5b8b72",'
+    b'"details":{"format":"gguf","family":"llama","parameter_size":"3.2B",'
+    b'"quantization_level":"Q4_K_M"}}]}  \n'
+)
+"""Deliberately odd formatting (trailing spaces): pass-through must keep it byte for byte."""
+
+
+def embed_text(text: str, dim: int = EMBED_DIM) -> list[float]:
+    """Hashed bag-of-words vector (not normalised: the proxy must normalise)."""
+    vector = [0.0] * dim
+    for word in re.findall(r"[a-z0-9]+", text.lower()):
+        vector[int(hashlib.md5(word.encode()).hexdigest(), 16) % dim] += 1.0
+    if not any(vector):
+        vector[0] = 1.0
+    return vector
+
+
+@dataclass
+class Recorded:
+    """One request as the fake received it."""
+
+    method: str
+    path: str
+    headers: dict[str, str]
+    body: bytes
+
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+
+@dataclass
+class FakeOllama:
+    """Start with ``await fake.start()``; ``fake.url`` then points at it."""
+
+    requests: list[Recorded] = field(default_factory=list)
+    embed_fail: bool = False
+    embed_delay_s: float = 0.0
+    embed_dim: int = EMBED_DIM
+    chunk_delay_s: float = 0.0
+    pull_gate: asyncio.Event = field(default_factory=asyncio.Event)
+    url: str = ""
+    _runner: web.AppRunner | None = None
+
+    async def start(self) -> str:
+        app = web.Application(client_max_size=1024**3)
+        app.middlewares.append(self._record)
+        app.router.add_route("GET", "/", self.root)
+        app.router.add_get("/api/version", self.version)
+        app.router.add_get("/api/tags", self.tags)
+        app.router.add_get("/api/ps", self.ps)
+        app.router.add_post("/api/show", self.show)
+        app.router.add_post("/api/pull", self.pull)
+        app.router.add_post("/api/embed", self.embed)
+        app.router.add_post("/api/embeddings", self.embeddings_legacy)
+        app.router.add_post("/api/chat", self.chat)
+        app.router.add_post("/api/generate", self.generate)
+        app.router.add_get("/v1/models", self.models)
+        app.router.add_post("/v1/embeddings", self.v1_embeddings)
+        app.router.add_post("/v1/chat/completions", self.v1_chat)
+        self._runner = web.AppRunner(app)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        port = self._runner.addresses[0][1]
+        self.url = f"http://127.0.0.1:{port}"
+        return self.url
+
+    async def close(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+    def calls(self, path: str) -> list[Recorded]:
+        """Requests received on ``path``."""
+        return [r for r in self.requests if r.path == path]
+
+    @web.middleware
+    async def _record(self, request: web.Request, handler: Any) -> web.StreamResponse:
+        body = await request.read()
+        self.requests.append(Recorded(request.method, request.path, dict(request.headers), body))
+        return await handler(request)
+
+    # --- plain endpoints -------------------------------------------------------------------
+    async def root(self, request: web.Request) -> web.Response:
+        return web.Response(text="Ollama is running")
+
+    async def version(self, request: web.Request) -> web.Response:
+        return web.json_response({"version": "0.12.6"})
+
+    async def tags(self, request: web.Request) -> web.Response:
+        return web.Response(body=TAGS_BODY, content_type="application/json")
+
+    async def ps(self, request: web.Request) -> web.Response:
+        return web.json_response({"models": []})
+
+    async def show(self, request: web.Request) -> web.Response:
+        body = await request.json()
+        if body.get("model") == "missing":
+            return web.json_response({"error": "model 'missing' not found"}, status=404)
+        return web.json_response({"modelfile": "FROM x", "details": {"family": "llama"}})
+
+    async def models(self, request: web.Request) -> web.Response:
+        return web.json_response(
+            {"object": "list", "data": [{"id": "llama3.2", "object": "model", "owned_by": "me"}]}
+        )
+
+    async def pull(self, request: web.Request) -> web.StreamResponse:
+        """A long NDJSON stream that waits on ``pull_gate`` after its first line."""
+        response = web.StreamResponse(headers={"Content-Type": "application/x-ndjson"})
+        await response.prepare(request)
+        await response.write(b'{"status":"pulling manifest"}\n')
+        await asyncio.wait_for(self.pull_gate.wait(), 10)
+        for done in (10, 20, 30):
+            line = {"status": "pulling abc", "digest": "abc", "total": 30, "completed": done}
+            await response.write(json.dumps(line).encode() + b"\n")
+        await response.write(b'{"status":"success"}\n')
+        await response.write_eof()
+        return response
+
+    # --- embeddings ------------------------------------------------------------------------
+    async def _embed_guard(self) -> web.Response | None:
+        if self.embed_delay_s:
+            await asyncio.sleep(self.embed_delay_s)
+        if self.embed_fail:
+            return web.json_response({"error": "embedding model crashed"}, status=500)
+        return None
+
+    async def embed(self, request: web.Request) -> web.Response:
+        if (failure := await self._embed_guard()) is not None:
+            return failure
+        body = await request.json()
+        texts = body["input"] if isinstance(body["input"], list) else [body["input"]]
+        vectors = [embed_text(t, self.embed_dim) for t in texts]
+        return web.json_response({"model": body["model"], "embeddings": vectors})
+
+    async def embeddings_legacy(self, request: web.Request) -> web.Response:
+        body = await request.json()
+        return web.json_response({"embedding": embed_text(body.get("prompt", ""))})
+
+    async def v1_embeddings(self, request: web.Request) -> web.Response:
+        if (failure := await self._embed_guard()) is not None:
+            return failure
+        body = await request.json()
+        texts = body["input"] if isinstance(body["input"], list) else [body["input"]]
+        data = [
+            {"object": "embedding", "index": i, "embedding": embed_text(t, self.embed_dim)}
+            for i, t in enumerate(texts)
+        ]
+        return web.json_response({"object": "list", "data": data[::-1], "model": body["model"]})
+
+    # --- generation ------------------------------------------------------------------------
+    @staticmethod
+    def reply_for(messages: list[dict[str, Any]]) -> str:
+        last_user = next((m for m in reversed(messages) if m.get("role") == "user"), {})
+        content = last_user.get("content", "")
+        if isinstance(content, list):
+            content = " ".join(p.get("text", "") for p in content if isinstance(p, dict))
+        if messages and messages[-1].get("role") == "tool":
+            return f"The tool says {messages[-1].get('content')}."
+        return f"Noted: {content}"
+
+    @staticmethod
+    def metrics(prompt_tokens: int, reply_tokens: int) -> dict[str, Any]:
+        return {
+            "done_reason": "stop",
+            "total_duration": 123_000_000,
+            "load_duration": 1_000_000,
+            "prompt_eval_count": prompt_tokens,
+            "prompt_eval_duration": 20_000_000,
+            "eval_count": reply_tokens,
+            "eval_duration": 100_000_000,
+        }
+
+    def _prompt_tokens(self, body: dict[str, Any]) -> int:
+        return len(json.dumps(body).split())
+
+    async def _ndjson(
+        self, request: web.Request, frames: list[dict[str, Any]]
+    ) -> web.StreamResponse:
+        response = web.StreamResponse(headers={"Content-Type": "application/x-ndjson"})
+        await response.prepare(request)
+        for frame in frames:
+            await response.write(json.dumps(frame).encode() + b"\n")
+            if self.chunk_delay_s:
+                await asyncio.sleep(self.chunk_delay_s)
+        await response.write_eof()
+        return response
+
+    def _scripted_error(self, model: str) -> web.Response | None:
+        if model == "missing":
+            return web.json_response({"error": f"model '{model}' not found"}, status=404)
+        if model == "overflow":
+            return web.json_response(
+                {"error": "the input length exceeds the context length"}, status=400
+            )
+        return None
+
+    async def chat(self, request: web.Request) -> web.StreamResponse:
+        body = await request.json()
+        if (failure := self._scripted_error(body["model"])) is not None:
+            return failure
+        messages = body.get("messages") or []
+        stamp = {"model": body["model"], "created_at": "2025-10-26T17:15:24.097767Z"}
+        if not messages:
+            return web.json_response(
+                {
+                    **stamp,
+                    "message": {"role": "assistant", "content": ""},
+                    "done_reason": "load",
+                    "done": True,
+                }
+            )
+        if body["model"] == "tool-model" and messages[-1].get("role") != "tool":
+            call = {"function": {"name": "get_weather", "arguments": {"city": "Tokyo"}}}
+            message = {"role": "assistant", "content": "", "tool_calls": [call]}
+            final = {**stamp, "message": message, "done": True, **self.metrics(10, 5)}
+            if body.get("stream") is False:
+                return web.json_response(final)
+            return await self._ndjson(request, [final])
+        text = self.reply_for(messages)
+        words = text.split(" ")
+        final_metrics = self.metrics(self._prompt_tokens(body), len(words))
+        if body.get("stream") is False:
+            message = {"role": "assistant", "content": text}
+            return web.json_response({**stamp, "message": message, "done": True, **final_metrics})
+        frames: list[dict[str, Any]] = [
+            {
+                **stamp,
+                "message": {
+                    "role": "assistant",
+                    "content": w + (" " if i < len(words) - 1 else ""),
+                },
+                "done": False,
+            }
+            for i, w in enumerate(words)
+        ]
+        if body["model"] == "midstream-error":
+            frames = [*frames[:2], {"error": "an error was encountered while running the model"}]
+        else:
+            frames.append(
+                {
+                    **stamp,
+                    "message": {"role": "assistant", "content": ""},
+                    "done": True,
+                    **final_metrics,
+                }
+            )
+        return await self._ndjson(request, frames)
+
+    async def generate(self, request: web.Request) -> web.StreamResponse:
+        body = await request.json()
+        if (failure := self._scripted_error(body["model"])) is not None:
+            return failure
+        stamp = {"model": body["model"], "created_at": "2025-10-26T17:15:24.097767Z"}
+        prompt = body.get("prompt")
+        if not prompt:
+            return web.json_response({**stamp, "response": "", "done": True, "done_reason": "load"})
+        text = f"Noted: {prompt}"
+        final_metrics = self.metrics(self._prompt_tokens(body), len(text.split()))
+        if body.get("stream") is False:
+            return web.json_response(
+                {**stamp, "response": text, "done": True, "context": [1, 2], **final_metrics}
+            )
+        words = text.split(" ")
+        frames: list[dict[str, Any]] = [
+            {**stamp, "response": w + (" " if i < len(words) - 1 else ""), "done": False}
+            for i, w in enumerate(words)
+        ]
+        frames.append({**stamp, "response": "", "done": True, "context": [1, 2], **final_metrics})
+        return await self._ndjson(request, frames)
+
+    async def v1_chat(self, request: web.Request) -> web.StreamResponse:
+        body = await request.json()
+        if body["model"] == "missing":
+            error = {"message": "model 'missing' not found", "type": "api_error", "code": None}
+            return web.json_response({"error": error}, status=404)
+        text = self.reply_for(body["messages"])
+        created = int(time.time())
+        base = {
+            "id": "chatcmpl-1",
+            "created": created,
+            "model": body["model"],
+            "system_fingerprint": "fp_ollama",
+        }
+        usage = {
+            "prompt_tokens": self._prompt_tokens(body),
+            "completion_tokens": len(text.split()),
+            "total_tokens": 0,
+        }
+        if not body.get("stream"):
+            choice = {
+                "index": 0,
+                "message": {"role": "assistant", "content": text},
+                "finish_reason": "stop",
+            }
+            return web.json_response(
+                {**base, "object": "chat.completion", "choices": [choice], "usage": usage}
+            )
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await response.prepare(request)
+        words = text.split(" ")
+        for i, word in enumerate(words):
+            delta = {"role": "assistant", "content": word + (" " if i < len(words) - 1 else "")}
+            chunk = {
+                **base,
+                "object": "chat.completion.chunk",
+                "choices": [{"index": 0, "delta": delta, "finish_reason": None}],
+            }
+            await response.write(b"data: " + json.dumps(chunk).encode() + b"\n\n")
+            if body["model"] == "midstream-error" and i == 1:
+                error = {"error": {"message": "model crashed", "type": "api_error"}}
+                await response.write(b"data: " + json.dumps(error).encode() + b"\n\n")
+                await response.write_eof()
+                return response
+        last = {
+            **base,
+            "object": "chat.completion.chunk",
+            "choices": [
+                {"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": "stop"}
+            ],
+        }
+        await response.write(b"data: " + json.dumps(last).encode() + b"\n\n")
+        if (body.get("stream_options") or {}).get("include_usage"):
+            tail = {**base, "object": "chat.completion.chunk", "choices": [], "usage": usage}
+            await response.write(b"data: " + json.dumps(tail).encode() + b"\n\n")
+        await response.write(b"data: [DONE]\n\n")
+        await response.write_eof()
+        return response
