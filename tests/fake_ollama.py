@@ -69,7 +69,7 @@ class FakeOllama:
     async def start(self) -> str:
         app = web.Application(client_max_size=1024**3)
         app.middlewares.append(self._record)
-        app.router.add_route("GET", "/", self.root)
+        app.router.add_get("/", self.root)  # and HEAD /
         app.router.add_get("/api/version", self.version)
         app.router.add_get("/api/tags", self.tags)
         app.router.add_get("/api/ps", self.ps)
@@ -121,7 +121,15 @@ class FakeOllama:
         body = await request.json()
         if body.get("model") == "missing":
             return web.json_response({"error": "model 'missing' not found"}, status=404)
-        return web.json_response({"modelfile": "FROM x", "details": {"family": "llama"}})
+        return web.json_response(
+            {
+                "modelfile": "FROM x",
+                "template": "{{ .Prompt }}",
+                "details": {"family": "llama", "format": "gguf"},
+                "model_info": {"general.architecture": "llama"},
+                "capabilities": ["completion"],
+            }
+        )
 
     async def models(self, request: web.Request) -> web.Response:
         return web.json_response(
