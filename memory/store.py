@@ -46,7 +46,10 @@ class Store(Protocol):
     async def upsert(
         self, user: str, memory_id: str, vector: Vectors, text: str, metadata: dict[str, Any]
     ) -> None:
-        """Insert or replace one memory of ``user``; ``vector`` has shape ``(dim,)``."""
+        """Insert or replace one memory of ``user``; ``vector`` has shape ``(dim,)``.
+
+        The stored metadata always carries ``schema_version``.
+        """
         ...
 
     async def query(self, user: str, vector: Vectors, k: int) -> list[MemoryHit]:
@@ -134,9 +137,17 @@ class ChromaStore:
         self._client = await self._run(self._connect)
 
     async def close(self) -> None:
-        """Forget the client and cached collections."""
+        """Close the client (its HTTP pool or SQLite handles) and forget cached collections."""
         self._collections.clear()
-        self._client = None
+        client, self._client = self._client, None
+        if client is None:
+            return
+        await self._run(client.close)
+        # chromadb's HTTP client does not close its httpx pool on close(); do it here so no
+        # socket is left for the garbage collector.
+        session = getattr(getattr(client, "_server", None), "_session", None)
+        if session is not None and hasattr(session, "close"):
+            await self._run(session.close)
 
     def _require_client(self) -> Any:
         if self._client is None:
@@ -195,7 +206,7 @@ class ChromaStore:
             ids=[memory_id],
             embeddings=[np.asarray(vector, dtype=np.float32).tolist()],
             documents=[text],
-            metadatas=[to_chroma_metadata(metadata)],
+            metadatas=[to_chroma_metadata({"schema_version": SCHEMA_VERSION, **metadata})],
         )
 
     async def query(self, user: str, vector: Vectors, k: int) -> list[MemoryHit]:

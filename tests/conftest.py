@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 # hypothesis is imported here, before any test runs: imported lazily at the end of the session
 # (by its pytest plugin) it trips CPython 3.11.7's "AST constructor recursion depth mismatch".
 import hypothesis  # noqa: F401
+import ollama
 import pytest
 from aiohttp import web
 
@@ -27,6 +28,15 @@ class RunningProxy:
     url: str
     app: web.Application
     runner: web.AppRunner
+    clients: list[ollama.AsyncClient] = field(default_factory=list)
+
+    def ollama(self, user: str | None = "alice", **headers: str) -> ollama.AsyncClient:
+        """An official ``ollama`` client for this proxy as ``user``; closed at teardown."""
+        if user is not None:
+            headers["X-Memory-User"] = user
+        client = ollama.AsyncClient(host=self.url, headers=headers)
+        self.clients.append(client)
+        return client
 
     @property
     def memory(self) -> MemoryService:
@@ -65,6 +75,7 @@ StartProxy = Callable[..., Awaitable[RunningProxy]]
 async def start_proxy(fake: FakeOllama, tmp_path: Path) -> AsyncIterator[StartProxy]:
     """``await start_proxy(memory={...}, ...)`` starts a proxy; all are stopped at teardown."""
     runners: list[web.AppRunner] = []
+    started: list[RunningProxy] = []
 
     async def start(**sections: dict[str, Any]) -> RunningProxy:
         config = make_config(fake.url, tmp_path / "chroma", **sections)
@@ -75,9 +86,13 @@ async def start_proxy(fake: FakeOllama, tmp_path: Path) -> AsyncIterator[StartPr
         site = web.TCPSite(runner, "127.0.0.1", 0)
         await site.start()
         port = runner.addresses[0][1]
-        return RunningProxy(f"http://127.0.0.1:{port}", app, runner)
+        started.append(RunningProxy(f"http://127.0.0.1:{port}", app, runner))
+        return started[-1]
 
     yield start
+    for running in started:
+        for client in running.clients:
+            await client.close()
     for runner in runners:
         await runner.cleanup()
 

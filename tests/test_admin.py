@@ -6,7 +6,6 @@ import json
 from pathlib import Path
 
 import aiohttp
-import ollama
 
 from proxy.manifest import Manifest
 from tests.conftest import RunningProxy, StartProxy
@@ -16,7 +15,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 async def remember(proxy: RunningProxy, user: str, text: str) -> str:
-    await ollama.AsyncClient(host=proxy.url, headers={"X-Memory-User": user}).chat(
+    await proxy.ollama(user).chat(
         model="llama3.2", messages=[{"role": "user", "content": text}], stream=False
     )
     await proxy.flush()
@@ -70,9 +69,8 @@ async def test_healthz_reports_each_part(proxy: RunningProxy, fake: FakeOllama):
 
 async def test_healthz_is_503_when_upstream_is_down(start_proxy: StartProxy):
     proxy = await start_proxy(upstream={"url": "http://127.0.0.1:9"}, memory={"enabled": False})
-    async with aiohttp.ClientSession() as http:
-        async with http.get(f"{proxy.url}/healthz") as r:
-            assert r.status == 503 and (await r.json())["status"] == "down"
+    async with aiohttp.ClientSession() as http, http.get(f"{proxy.url}/healthz") as r:
+        assert r.status == 503 and (await r.json())["status"] == "down"
 
 
 async def test_manifest_is_valid_and_served(proxy: RunningProxy):

@@ -52,7 +52,7 @@ def test_unknown_key_names_key_and_file(tmp_path: Path):
 
 
 def test_invalid_value_and_yaml_errors(tmp_path: Path):
-    with pytest.raises(ConfigError, match="invalid value for 'listen.port'"):
+    with pytest.raises(ConfigError, match=r"invalid value for 'listen\.port'"):
         load_config(write(tmp_path, "listen:\n  port: lots\n"), env={})
     with pytest.raises(ConfigError, match="invalid YAML"):
         load_config(write(tmp_path, "listen: [\n"), env={})

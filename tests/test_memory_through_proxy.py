@@ -18,7 +18,7 @@ QUESTION = "What is my cat called?"
 
 
 def ollama_client(proxy: RunningProxy, user: str, **headers: str) -> ollama.AsyncClient:
-    return ollama.AsyncClient(host=proxy.url, headers={"X-Memory-User": user, **headers})
+    return proxy.ollama(user, **headers)
 
 
 def system_text(recorded_body: dict) -> str:
@@ -204,11 +204,11 @@ async def test_unknown_fields_reach_upstream_unchanged(proxy: RunningProxy, fake
         "stream": False,
         "some_future_field": {"nested": [1, 2.5, None, True, "ü"]},
     }
-    async with aiohttp.ClientSession() as http:
-        async with http.post(
-            f"{proxy.url}/api/chat", json=body, headers={"X-Memory-User": "alice"}
-        ) as r:
-            assert r.status == 200 and r.headers[STATUS_HEADER] == "injected"
+    async with (
+        aiohttp.ClientSession() as http,
+        http.post(f"{proxy.url}/api/chat", json=body, headers={"X-Memory-User": "alice"}) as r,
+    ):
+        assert r.status == 200 and r.headers[STATUS_HEADER] == "injected"
     sent = fake.calls("/api/chat")[-1].json()
     assert sent["messages"][0]["role"] == "system"
     assert sent["messages"][1:] == body["messages"]

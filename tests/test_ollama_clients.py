@@ -10,7 +10,7 @@ from tests.fake_ollama import FakeOllama
 
 
 def client(proxy: RunningProxy, user: str = "alice", **headers: str) -> ollama.AsyncClient:
-    return ollama.AsyncClient(host=proxy.url, headers={"X-Memory-User": user, **headers})
+    return proxy.ollama(user, **headers)
 
 
 async def test_chat_non_streaming_returns_upstream_answer(proxy: RunningProxy, fake: FakeOllama):

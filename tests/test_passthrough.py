@@ -6,7 +6,6 @@ import asyncio
 import json
 
 import aiohttp
-import ollama
 import openai
 
 from tests.conftest import RunningProxy, StartProxy
@@ -22,7 +21,7 @@ async def test_tags_come_back_byte_equal(proxy: RunningProxy, fake: FakeOllama):
             assert via.headers["Content-Type"] == direct_type
             assert via.headers["Content-Length"] == str(len(TAGS_BODY))
             assert await via.read() == direct_body == TAGS_BODY
-    listed = await ollama.AsyncClient(host=proxy.url).list()
+    listed = await proxy.ollama(None).list()
     assert listed.models[0].model == "llama3.2:latest"
 
 
@@ -38,7 +37,7 @@ async def test_root_head_version_show_ps_and_v1_models(proxy: RunningProxy):
             assert await r.json() == {"models": []}
         async with http.post(f"{proxy.url}/api/show", json={"model": "missing"}) as r:
             assert r.status == 404 and await r.json() == {"error": "model 'missing' not found"}
-    shown = await ollama.AsyncClient(host=proxy.url).show("llama3.2")
+    shown = await proxy.ollama(None).show("llama3.2")
     assert shown.modelfile == "FROM x"
     async with openai.AsyncOpenAI(base_url=f"{proxy.url}/v1", api_key="x") as client:
         models = await client.models.list()
@@ -50,7 +49,7 @@ async def test_root_head_version_show_ps_and_v1_models(proxy: RunningProxy):
 async def test_embed_passes_through_with_query_string_and_body(
     proxy: RunningProxy, fake: FakeOllama
 ):
-    reply = await ollama.AsyncClient(host=proxy.url).embed(model="nomic", input="hello world")
+    reply = await proxy.ollama(None).embed(model="nomic", input="hello world")
     assert len(reply.embeddings[0]) == 64
     async with aiohttp.ClientSession() as http:
         async with http.post(f"{proxy.url}/api/embeddings?x=1&y=%20", json={"prompt": "a"}) as r:
