@@ -99,3 +99,11 @@ def test_console_script_prints_effective_config(tmp_path: Path):
         check=True,
     )
     assert '"port": 1234' in out.stdout
+
+
+def test_readme_shows_the_real_help(capsys: pytest.CaptureFixture[str]):
+    readme = (ROOT / "README.md").read_text()
+    shown = readme.split("<!-- help:start -->\n```\n")[1].split("```\n<!-- help:end -->")[0]
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    assert capsys.readouterr().out == shown
