@@ -5,6 +5,8 @@ are deterministic (``Noted: <last user text>``); special model names script fail
 ``missing`` (404 before streaming), ``midstream-error`` (an ``{"error"}`` frame after two
 chunks), ``tool-model`` (a tool call until a ``tool`` message arrives), ``overflow`` (400).
 Embeddings are hashed bags of words, so texts sharing words are similar.
+
+Run it on its own to try the proxy without Ollama: ``python -m tests.fake_ollama 11434``.
 """
 
 from __future__ import annotations
@@ -67,6 +69,11 @@ class FakeOllama:
     _runner: web.AppRunner | None = None
 
     async def start(self) -> str:
+        """Listen on a free loopback port; returns the base URL."""
+        return await self.start_on(0)
+
+    async def start_on(self, port: int) -> str:
+        """Listen on ``port`` (0: any free one); returns the base URL."""
         app = web.Application(client_max_size=1024**3)
         app.middlewares.append(self._record)
         app.router.add_get("/", self.root)  # and HEAD /
@@ -84,7 +91,7 @@ class FakeOllama:
         app.router.add_post("/v1/chat/completions", self.v1_chat)
         self._runner = web.AppRunner(app)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        site = web.TCPSite(self._runner, "127.0.0.1", port)
         await site.start()
         port = self._runner.addresses[0][1]
         self.url = f"http://127.0.0.1:{port}"
@@ -358,3 +365,16 @@ class FakeOllama:
         await response.write(b"data: [DONE]\n\n")
         await response.write_eof()
         return response
+
+
+async def _serve_forever(port: int) -> None:
+    fake = FakeOllama()
+    await fake.start_on(port)
+    print(f"fake Ollama on {fake.url}", flush=True)
+    await asyncio.Event().wait()
+
+
+if __name__ == "__main__":
+    import sys
+
+    asyncio.run(_serve_forever(int(sys.argv[1]) if len(sys.argv) > 1 else 11434))

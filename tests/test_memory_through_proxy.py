@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 
 import aiohttp
@@ -251,3 +252,70 @@ async def test_fail_open_when_embedder_is_slow(start_proxy: StartProxy, fake: Fa
         async with http.post(f"{proxy.url}/api/chat", json=body) as r:
             assert r.status == 200 and r.headers[STATUS_HEADER] == "skipped"
     assert proxy.app[COUNTERS].fail_open == 1
+
+
+async def test_openai_kind_embedder(start_proxy: StartProxy, fake: FakeOllama):
+    proxy = await start_proxy(embedder={"kind": "openai", "url": f"{fake.url}/v1", "model": "e5"})
+    assert proxy.memory.embedder.name == "openai:e5"
+    await tell_fact(proxy)
+    await ollama_client(proxy, "alice").chat(
+        model="llama3.2", messages=[{"role": "user", "content": QUESTION}], stream=False
+    )
+    assert FACT in system_text(fake.calls("/api/chat")[-1].json())
+    assert fake.calls("/api/embed") == []
+    assert json.loads(fake.calls("/v1/embeddings")[-1].body)["model"] == "e5"
+
+
+async def test_generate_raw_mode_is_left_alone(proxy: RunningProxy, fake: FakeOllama):
+    await tell_fact(proxy)
+    await ollama_client(proxy, "alice").generate(
+        model="llama3.2", prompt="[INST] What is my cat called? [/INST]", raw=True, stream=False
+    )
+    sent = fake.calls("/api/generate")[-1].json()
+    assert "system" not in sent and sent["raw"] is True
+
+
+async def test_fail_open_when_store_is_unavailable(proxy: RunningProxy, fake: FakeOllama):
+    await tell_fact(proxy)
+    await proxy.memory.store.close()  # the store goes away under a running proxy
+    async with aiohttp.ClientSession() as http:
+        body = {
+            "model": "llama3.2",
+            "messages": [{"role": "user", "content": QUESTION}],
+            "stream": False,
+        }
+        async with http.post(
+            f"{proxy.url}/api/chat", json=body, headers={"X-Memory-User": "alice"}
+        ) as r:
+            assert r.status == 200 and r.headers[STATUS_HEADER] == "skipped"
+            assert (await r.json())["message"]["content"] == f"Noted: {QUESTION}"
+        async with http.get(f"{proxy.url}/healthz") as r:
+            report = await r.json()
+    assert report["status"] == "degraded" and not report["store"]["ok"]
+    await proxy.memory.store.open()  # back, so teardown can drain the writer
+
+
+async def test_write_back_retries_until_the_embedder_returns(
+    start_proxy: StartProxy, fake: FakeOllama
+):
+    proxy = await start_proxy(memory={"write_attempts": 3})
+    fake.embed_fail = True
+    await ollama_client(proxy, "alice").chat(
+        model="llama3.2", messages=[{"role": "user", "content": FACT}], stream=False
+    )
+    await asyncio.sleep(0.2)  # the first attempt fails
+    fake.embed_fail = False
+    await proxy.flush()
+    assert (proxy.memory.stats.written, proxy.memory.stats.failed) == (1, 0)
+    (hit,) = await proxy.memory.search("alice", FACT, 1)
+    assert FACT in hit.text
+
+
+async def test_write_back_gives_up_after_its_attempts(start_proxy: StartProxy, fake: FakeOllama):
+    proxy = await start_proxy(memory={"write_attempts": 2})
+    fake.embed_fail = True
+    await ollama_client(proxy, "alice").chat(
+        model="llama3.2", messages=[{"role": "user", "content": FACT}], stream=False
+    )
+    await proxy.flush()
+    assert (proxy.memory.stats.written, proxy.memory.stats.failed) == (0, 1)
