@@ -91,6 +91,12 @@ async def plan(request: web.Request, api: ApiKind) -> Plan:
     if not block.text:
         return Plan(raw, model, scope, query, block, "none")
     request.app[COUNTERS].recalled += 1
+    log.debug(
+        "recalled %d memories (%d tokens), stage ms %s",
+        len(block.ids),
+        block.tokens,
+        {k: round(v, 2) for k, v in block.timings_ms.items()},
+    )
     injected = json.dumps(inject(api, body, block.text), ensure_ascii=False).encode("utf-8")
     return Plan(injected, model, scope, query, block, "injected")
 

@@ -3,7 +3,8 @@
 Formats follow ``../shared/reference/ollama/api.md`` and ``openai-compatibility.mdx``. Replies
 are deterministic (``Noted: <last user text>``); special model names script failures:
 ``missing`` (404 before streaming), ``midstream-error`` (an ``{"error"}`` frame after two
-chunks), ``tool-model`` (a tool call until a ``tool`` message arrives), ``overflow`` (400).
+chunks), ``disconnect`` (the connection cut after two chunks), ``tool-model`` (a tool call
+until a ``tool`` message arrives), ``overflow`` (400).
 Embeddings are hashed bags of words, so texts sharing words are similar.
 
 Run it on its own to try the proxy without Ollama: ``python -m tests.fake_ollama 11434``.
@@ -225,6 +226,19 @@ class FakeOllama:
         await response.write_eof()
         return response
 
+    async def _ndjson_then_drop(
+        self, request: web.Request, frames: list[dict[str, Any]]
+    ) -> web.StreamResponse:
+        """Send some frames, then cut the connection as a crashed server would."""
+        response = web.StreamResponse(headers={"Content-Type": "application/x-ndjson"})
+        await response.prepare(request)
+        for frame in frames:
+            await response.write(json.dumps(frame).encode() + b"\n")
+        await asyncio.sleep(0.05)
+        assert request.transport is not None
+        request.transport.abort()
+        return response
+
     def _scripted_error(self, model: str) -> web.Response | None:
         if model == "missing":
             return web.json_response({"error": f"model '{model}' not found"}, status=404)
@@ -273,6 +287,8 @@ class FakeOllama:
             }
             for i, w in enumerate(words)
         ]
+        if body["model"] == "disconnect":
+            return await self._ndjson_then_drop(request, frames[:2])
         if body["model"] == "midstream-error":
             frames = [*frames[:2], {"error": "an error was encountered while running the model"}]
         else:

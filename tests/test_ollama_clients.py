@@ -93,3 +93,18 @@ async def test_model_errors_are_passed_back_intact(proxy: RunningProxy):
         await client(proxy).chat(model="overflow", messages=[{"role": "user", "content": "x"}])
     assert caught.value.status_code == 400
     assert caught.value.error == "the input length exceeds the context length"
+
+
+async def test_upstream_dropping_mid_stream_ends_with_an_error_line(proxy: RunningProxy):
+    stream = await client(proxy).chat(
+        model="disconnect",
+        messages=[{"role": "user", "content": "a long story about volcanoes"}],
+        stream=True,
+    )
+    received = []
+    with pytest.raises(ollama.ResponseError, match="upstream connection lost"):
+        async for part in stream:
+            received.append(part.message.content)
+    assert received == ["Noted: ", "a "]
+    await proxy.flush()
+    assert proxy.memory.stats.written == 0
