@@ -215,28 +215,21 @@ class FakeOllama:
         return len(json.dumps(body).split())
 
     async def _ndjson(
-        self, request: web.Request, frames: list[dict[str, Any]]
+        self, request: web.Request, frames: list[dict[str, Any]], drop: bool = False
     ) -> web.StreamResponse:
+        """Stream ``frames``; with ``drop``, cut the connection after them as a crash would."""
         response = web.StreamResponse(headers={"Content-Type": "application/x-ndjson"})
         await response.prepare(request)
         for frame in frames:
             await response.write(json.dumps(frame).encode() + b"\n")
             if self.chunk_delay_s:
                 await asyncio.sleep(self.chunk_delay_s)
+        if drop:
+            await asyncio.sleep(0.05)
+            assert request.transport is not None
+            request.transport.abort()
+            return response
         await response.write_eof()
-        return response
-
-    async def _ndjson_then_drop(
-        self, request: web.Request, frames: list[dict[str, Any]]
-    ) -> web.StreamResponse:
-        """Send some frames, then cut the connection as a crashed server would."""
-        response = web.StreamResponse(headers={"Content-Type": "application/x-ndjson"})
-        await response.prepare(request)
-        for frame in frames:
-            await response.write(json.dumps(frame).encode() + b"\n")
-        await asyncio.sleep(0.05)
-        assert request.transport is not None
-        request.transport.abort()
         return response
 
     def _scripted_error(self, model: str) -> web.Response | None:
@@ -288,7 +281,7 @@ class FakeOllama:
             for i, w in enumerate(words)
         ]
         if body["model"] == "disconnect":
-            return await self._ndjson_then_drop(request, frames[:2])
+            return await self._ndjson(request, frames[:2], drop=True)
         if body["model"] == "midstream-error":
             frames = [*frames[:2], {"error": "an error was encountered while running the model"}]
         else:

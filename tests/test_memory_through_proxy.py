@@ -26,6 +26,10 @@ def system_text(recorded_body: dict) -> str:
     return "\n".join(m["content"] for m in recorded_body["messages"] if m.get("role") == "system")
 
 
+def chat_body(text: str) -> dict:
+    return {"model": "llama3.2", "messages": [{"role": "user", "content": text}], "stream": False}
+
+
 async def tell_fact(proxy: RunningProxy, user: str = "alice") -> None:
     await ollama_client(proxy, user).chat(
         model="llama3.2", messages=[{"role": "user", "content": FACT}], stream=False
@@ -141,11 +145,7 @@ async def test_memory_off_header_skips_recall_and_write(proxy: RunningProxy, fak
     await tell_fact(proxy)
     written = proxy.memory.stats.written
     async with aiohttp.ClientSession() as http:
-        body = {
-            "model": "llama3.2",
-            "messages": [{"role": "user", "content": QUESTION}],
-            "stream": False,
-        }
+        body = chat_body(QUESTION)
         headers = {"X-Memory-User": "alice", "X-Memory": "off"}
         async with http.post(f"{proxy.url}/api/chat", json=body, headers=headers) as r:
             assert r.status == 200
@@ -223,11 +223,7 @@ async def test_fail_open_when_embedder_fails(start_proxy: StartProxy, fake: Fake
     await tell_fact(proxy)
     fake.embed_fail = True
     async with aiohttp.ClientSession() as http:
-        body = {
-            "model": "llama3.2",
-            "messages": [{"role": "user", "content": QUESTION}],
-            "stream": False,
-        }
+        body = chat_body(QUESTION)
         async with http.post(
             f"{proxy.url}/api/chat", json=body, headers={"X-Memory-User": "alice"}
         ) as r:
@@ -244,11 +240,7 @@ async def test_fail_open_when_embedder_is_slow(start_proxy: StartProxy, fake: Fa
     proxy = await start_proxy(memory={"timeout_ms": 100})
     fake.embed_delay_s = 0.5
     async with aiohttp.ClientSession() as http:
-        body = {
-            "model": "llama3.2",
-            "messages": [{"role": "user", "content": QUESTION}],
-            "stream": False,
-        }
+        body = chat_body(QUESTION)
         async with http.post(f"{proxy.url}/api/chat", json=body) as r:
             assert r.status == 200 and r.headers[STATUS_HEADER] == "skipped"
     assert proxy.app[COUNTERS].fail_open == 1
@@ -279,11 +271,7 @@ async def test_fail_open_when_store_is_unavailable(proxy: RunningProxy, fake: Fa
     await tell_fact(proxy)
     await proxy.memory.store.close()  # the store goes away under a running proxy
     async with aiohttp.ClientSession() as http:
-        body = {
-            "model": "llama3.2",
-            "messages": [{"role": "user", "content": QUESTION}],
-            "stream": False,
-        }
+        body = chat_body(QUESTION)
         async with http.post(
             f"{proxy.url}/api/chat", json=body, headers={"X-Memory-User": "alice"}
         ) as r:
