@@ -67,6 +67,11 @@ class EmbedderConfig(Frozen):
         return self.model or DEFAULT_EMBED_MODELS[self.kind]
 
 
+def default_outbox_path(store: StoreConfig) -> Path:
+    """The outbox beside the store directory: ``<store.path>-outbox.sqlite3``."""
+    return store.path.parent / f"{store.path.name}-outbox.sqlite3"
+
+
 class MemoryConfig(Frozen):
     """Recall and write-back behaviour."""
 
@@ -81,8 +86,12 @@ class MemoryConfig(Frozen):
     """Recall slower than this is abandoned and the request goes upstream without memories."""
     template: str = DEFAULT_TEMPLATE
     """Wrapper of the injected block; must contain ``{memories}``."""
-    write_attempts: int = Field(default=4, ge=1)
-    """Tries per write-back (embed + store) before it is given up and logged."""
+    outbox_path: Path | None = None
+    """SQLite outbox of exchanges awaiting write-back; default ``<store.path>-outbox.sqlite3``."""
+    retry_base_s: float = Field(default=0.5, gt=0)
+    """First back-off after a failed write-back; doubles per attempt up to ``retry_max_s``."""
+    retry_max_s: float = Field(default=60.0, gt=0)
+    """Longest back-off between write-back attempts (a queued exchange is never dropped)."""
 
     @field_validator("template")
     @classmethod

@@ -27,3 +27,7 @@ class DimensionMismatchError(MemoryLayerError):
         )
         self.embedder_dim = embedder_dim
         self.stored_dim = stored_dim
+
+
+class OutboxBusyError(MemoryLayerError):
+    """Another process owns the outbox (two proxies must not share one)."""

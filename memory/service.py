@@ -7,34 +7,37 @@ are queued and written (embed, then store) by a background task after the respon
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import aiohttp
 
 from memory import SCHEMA_VERSION
-from memory.config import EmbedderConfig, MemoryConfig, StoreConfig
+from memory.config import EmbedderConfig, MemoryConfig, StoreConfig, default_outbox_path
 from memory.embedders import Embedder, make_embedder
-from memory.errors import DimensionMismatchError, EmbedderError, MemoryLayerError, StoreError
+from memory.errors import EmbedderError, MemoryLayerError, StoreError
+from memory.outbox import Outbox, OutboxRow
 from memory.recall import Recaller
 from memory.store import ChromaStore, Store
 from memory.types import Exchange, MemoryBlock, MemoryHit, Scope, sha256_json
 
 log = logging.getLogger(__name__)
 
-RETRY_BASE_S = 0.5
-"""First back-off between write attempts; doubles each attempt."""
+POLL_S = 0.01
+"""How often ``flush`` looks at the outbox."""
 
 
 @dataclass
 class WriteStats:
-    """Counters of the write-back worker since start."""
+    """Counters of the write-back path since start."""
 
+    queued: int = 0
     written: int = 0
     skipped: int = 0
-    failed: int = 0
+    failed_attempts: int = 0
 
 
 def memory_id(exchange: Exchange) -> str:
@@ -63,44 +66,57 @@ def memory_metadata(exchange: Exchange, embedder: str) -> dict[str, Any]:
 
 
 class MemoryService:
-    """Recall, write-back and admin operations over one store and one embedder."""
+    """Recall, write-back and admin operations over one store, one embedder and one outbox."""
 
-    def __init__(self, config: MemoryConfig, store: Store, embedder: Embedder) -> None:
+    def __init__(
+        self, config: MemoryConfig, store: Store, embedder: Embedder, outbox: Outbox
+    ) -> None:
         self.config = config
         self.store = store
         self.embedder = embedder
+        self.outbox = outbox
         self.recaller = Recaller(store, embedder, config)
         self.stats = WriteStats()
-        self._queue: asyncio.Queue[Exchange] = asyncio.Queue()
+        self._wake = asyncio.Event()
         self._worker: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
-        """Open the store, check the embedder's dimension against it, start the writer.
+        """Take the outbox, open the store, check dimensions, start the writer (which first
+        replays what a previous run left in the outbox).
 
         An unreachable embedder is only a warning (memory then fails open per request).
 
         Raises:
-            StoreError: the store cannot be opened.
+            OutboxBusyError: another process owns the outbox.
+            StoreError: the store or the outbox cannot be opened.
             DimensionMismatchError: the embedder and the stored collections disagree.
         """
-        await self.store.open()
+        self.outbox.open()
         try:
-            dim = int((await self.embedder.embed(["dimension probe"])).shape[1])
-        except EmbedderError as exc:
-            log.warning("embedder not available at start-up (%s); will retry per request", exc)
-        else:
-            await self.store.check_dimension(self.embedder.name, dim)
+            await self.store.open()
+            try:
+                dim = int((await self.embedder.embed(["dimension probe"])).shape[1])
+            except EmbedderError as exc:
+                log.warning("embedder not available at start-up (%s); will retry per request", exc)
+            else:
+                await self.store.check_dimension(self.embedder.name, dim)
+        except BaseException:
+            self.outbox.close()
+            raise
+        if waiting := self.outbox.count():
+            log.info("replaying %d exchanges left in the outbox", waiting)
+            self.outbox.retry_all_now()
         self._worker = asyncio.create_task(self._drain(), name="memory-writer")
 
     async def close(self, timeout_s: float = 10.0) -> None:
-        """Finish queued writes (up to ``timeout_s``), then stop the writer and the embedder."""
-        try:
-            await asyncio.wait_for(self.flush(), timeout_s)
-        except TimeoutError:
-            log.error("shutdown: %d exchanges still queued were not written", self._queue.qsize())
+        """Try to write what is queued (up to ``timeout_s``), then stop. Rows still queued stay
+        in the outbox for the next start."""
         if self._worker is not None:
+            if not await self.flush(timeout_s):
+                log.warning("shutdown: %d exchanges stay in the outbox", self.outbox.count())
             self._worker.cancel()
             await asyncio.gather(self._worker, return_exceptions=True)
+        self.outbox.close()
         await self.embedder.aclose()
         await self.store.close()
 
@@ -108,48 +124,71 @@ class MemoryService:
         """The memory block for ``query`` in ``scope``; raises MemoryLayerError subclasses."""
         return await self.recaller.recall(scope, query)
 
-    def observe(self, exchange: Exchange) -> None:
-        """Queue a finished exchange for write-back; returns at once."""
-        self._queue.put_nowait(exchange)
+    def observe(self, exchange: Exchange) -> bool:
+        """Durably queue a finished exchange for write-back (an outbox append, well under a
+        millisecond); returns False when the exchange is not one to remember.
 
-    async def flush(self) -> None:
-        """Wait until every exchange queued so far has been written or given up."""
-        await self._queue.join()
+        Raises:
+            StoreError: the outbox could not take it.
+        """
+        if not keepable(exchange):
+            self.stats.skipped += 1
+            return False
+        self.outbox.append(exchange)
+        self.stats.queued += 1
+        self._wake.set()
+        return True
+
+    async def flush(self, timeout_s: float | None = None) -> bool:
+        """Retry every queued exchange now and wait until the outbox is empty.
+
+        Returns False if ``timeout_s`` passed first (the rows stay queued).
+        """
+        self.outbox.retry_all_now()
+        self._wake.set()
+        deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        while self.outbox.count():
+            if deadline is not None and time.monotonic() >= deadline:
+                return False
+            await asyncio.sleep(POLL_S)
+        return True
 
     @property
     def pending(self) -> int:
-        """Exchanges waiting for write-back."""
-        return self._queue.qsize()
+        """Exchanges waiting in the outbox."""
+        return self.outbox.count()
 
     async def _drain(self) -> None:
         while True:
-            exchange = await self._queue.get()
-            try:
-                await self._write_with_retries(exchange)
-            finally:
-                self._queue.task_done()
+            rows = self.outbox.due(time.time())
+            if not rows:
+                self._wake.clear()
+                next_at = self.outbox.next_due_at()
+                timeout = None if next_at is None else max(0.0, next_at - time.time())
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(timeout):  # not wait_for: it can swallow a cancel
+                        await self._wake.wait()
+                continue
+            for row in rows:
+                await self._write_row(row)
 
-    async def _write_with_retries(self, exchange: Exchange) -> None:
-        if not keepable(exchange):
-            self.stats.skipped += 1
-            return
-        for attempt in range(1, self.config.write_attempts + 1):
-            try:
-                await self.write(exchange)
-            except DimensionMismatchError as exc:
-                self.stats.failed += 1
-                log.error("write-back refused: %s", exc)
-                return
-            except MemoryLayerError as exc:
-                if attempt == self.config.write_attempts:
-                    self.stats.failed += 1
-                    log.error("write-back of exchange %s failed: %s", exchange.id[:12], exc)
-                    return
-                log.warning("write-back attempt %d failed: %s", attempt, exc)
-                await asyncio.sleep(RETRY_BASE_S * 2 ** (attempt - 1))
-            else:
-                self.stats.written += 1
-                return
+    async def _write_row(self, row: OutboxRow) -> None:
+        try:
+            await self.write(row.exchange)
+        except MemoryLayerError as exc:
+            delay = min(self.config.retry_max_s, self.config.retry_base_s * 2**row.attempts)
+            self.outbox.retry_later(row.seq, str(exc), delay)
+            self.stats.failed_attempts += 1
+            log.warning(
+                "write-back of %s failed (attempt %d, next in %.1fs): %s",
+                row.exchange.id[:12],
+                row.attempts + 1,
+                delay,
+                exc,
+            )
+        else:
+            self.outbox.done(row.seq)
+            self.stats.written += 1
 
     async def write(self, exchange: Exchange) -> str:
         """Embed and store one exchange now; returns the memory id.
@@ -191,6 +230,29 @@ class MemoryService:
         report["writer"] = {"pending": self.pending, **vars(self.stats)}
         return report
 
+    async def export(self, user: str) -> list[dict[str, Any]]:
+        """Every memory of ``user`` (state ``stored``) and every exchange of theirs still in the
+        outbox (state ``pending``), as JSON-ready dicts."""
+        records = [
+            {"state": "stored", "id": h.id, "user": user, "text": h.text, "metadata": h.metadata}
+            for h in await self.store.all(user)
+        ]
+        for row in self.outbox.for_user(user):
+            records.append(
+                {
+                    "state": "pending",
+                    "id": row.exchange.id,
+                    "user": user,
+                    "text": row.exchange.text,
+                    "metadata": {
+                        "exchange": asdict(row.exchange),
+                        "attempts": row.attempts,
+                        "last_error": row.last_error,
+                    },
+                }
+            )
+        return records
+
 
 def keepable(exchange: Exchange) -> bool:
     """Only complete, successful exchanges with a user turn and an answer become memories."""
@@ -204,5 +266,9 @@ def build_memory_service(
     upstream_url: str,
     session: aiohttp.ClientSession,
 ) -> MemoryService:
-    """The default service: Chroma store and the configured embedder (nothing is opened yet)."""
-    return MemoryService(memory, ChromaStore(store), make_embedder(embedder, upstream_url, session))
+    """The default service: Chroma store, the configured embedder, the SQLite outbox (nothing is
+    opened yet)."""
+    outbox = Outbox(memory.outbox_path or default_outbox_path(store))
+    return MemoryService(
+        memory, ChromaStore(store), make_embedder(embedder, upstream_url, session), outbox
+    )

@@ -68,6 +68,10 @@ class Store(Protocol):
         """Raise StoreError when the store is unusable."""
         ...
 
+    async def all(self, user: str, batch: int = 500) -> list[MemoryHit]:
+        """Every memory of ``user`` (for export), in store order."""
+        ...
+
 
 def collection_name(prefix: str, user: str) -> str:
     """Chroma collection of ``user``: valid for Chroma (3-512 chars of ``[a-zA-Z0-9._-]``).
@@ -250,6 +254,25 @@ class ChromaStore:
         collection = await self._run(self._collection, user)
         await self._run(collection.delete, ids=[memory_id])
         return True
+
+    async def all(self, user: str, batch: int = 500) -> list[MemoryHit]:
+        """See :meth:`Store.all`; pages through the collection ``batch`` records at a time."""
+        collection = await self._run(self._collection, user)
+        if collection is None:
+            return []
+        out: list[MemoryHit] = []
+        while True:
+            page = await self._run(
+                collection.get, limit=batch, offset=len(out), include=["documents", "metadatas"]
+            )
+            docs = page.get("documents") or [""] * len(page["ids"])
+            metas = page.get("metadatas") or [{}] * len(page["ids"])
+            out.extend(
+                MemoryHit(id=i, text=d or "", metadata=dict(m or {}))
+                for i, d, m in zip(page["ids"], docs, metas, strict=True)
+            )
+            if len(page["ids"]) < batch:
+                return out
 
     async def heartbeat(self) -> None:
         """See :meth:`Store.heartbeat`."""

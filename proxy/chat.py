@@ -10,6 +10,7 @@ import asyncio
 import json
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import aiohttp
@@ -128,7 +129,17 @@ async def handle(request: web.Request, api: ApiKind) -> web.StreamResponse:
     response = web.StreamResponse()
     url = request.app[CONFIG].upstream.url + request.rel_url.raw_path_qs
     headers = to_upstream(request.headers, {"content-length", "accept-encoding"})
-    upstream_ok, relayed, tee = False, False, Tee(api, "json")
+    upstream_ok, tee, finalized = False, Tee(api, "json"), False
+
+    def finalize(relayed: bool) -> None:
+        """Hand the exchange to memory once: before the final chunk goes out, or at the end."""
+        nonlocal finalized
+        if not finalized:
+            finalized = True
+            reply = tee.close()
+            status = exchange_status(reply, upstream_ok, relayed)
+            remember(request, decided, reply, status, started)
+
     try:
         async with request.app[UPSTREAM].post(
             url, data=decided.body, headers=headers, timeout=upstream_timeout(request)
@@ -142,7 +153,8 @@ async def handle(request: web.Request, api: ApiKind) -> web.StreamResponse:
             if upstream.content_length is not None:
                 response.content_length = upstream.content_length
             await response.prepare(request)
-            relayed = await relay(request, upstream, response, tee)
+            if await relay(request, upstream, response, tee, finalize):
+                await response.write_eof()
     except (aiohttp.ClientError, TimeoutError) as exc:
         request.app[COUNTERS].upstream_errors += 1
         if not response.prepared:
@@ -150,10 +162,7 @@ async def handle(request: web.Request, api: ApiKind) -> web.StreamResponse:
         tee.reply.error = f"upstream connection lost: {type(exc).__name__}"
         log.warning("upstream failed mid-stream on %s: %r", request.path, exc)
         await finish_with_error(request, response, tee.framing, tee.reply.error)
-    reply = tee.close()
-    if relayed:
-        await response.write_eof()
-    remember(request, api, decided, reply, exchange_status(reply, upstream_ok, relayed), started)
+    finalize(relayed=False)
     return response
 
 
@@ -162,19 +171,37 @@ async def relay(
     upstream: aiohttp.ClientResponse,
     response: web.StreamResponse,
     tee: Tee,
+    finalize: Callable[[bool], None],
 ) -> bool:
     """Copy upstream chunks to the client as they arrive, feeding the tee.
 
-    Returns False when the client went away (the upstream request is then closed, which stops
-    generation); upstream failures propagate as ``aiohttp.ClientError`` / ``TimeoutError``.
+    ``finalize`` runs before the final chunk is written (so the exchange is in the outbox before
+    the client sees its answer complete); a single JSON body of unknown length is held back one
+    chunk for that. Returns False when the client went away (the upstream request is then
+    closed, which stops generation); upstream failures propagate as ``aiohttp.ClientError`` /
+    ``TimeoutError``.
     """
+    hold_back = tee.framing == "json" and upstream.content_length is None
+    held: bytes | None = None
     async for chunk in upstream.content.iter_any():
         tee.feed(chunk)
-        try:
-            await response.write(chunk)
-        except ConnectionError:
-            log.info("client disconnected from %s before the reply ended", request.path)
+        if tee.at_end(upstream.content_length):
+            finalize(True)
+        if hold_back:
+            chunk, held = (held or b""), chunk
+        if chunk and not await write_or_gone(request, response, chunk):
             return False
+    finalize(True)
+    return held is None or await write_or_gone(request, response, held)
+
+
+async def write_or_gone(request: web.Request, response: web.StreamResponse, chunk: bytes) -> bool:
+    """Write one chunk; False if the client has disconnected."""
+    try:
+        await response.write(chunk)
+    except ConnectionError:
+        log.info("client disconnected from %s before the reply ended", request.path)
+        return False
     return True
 
 
@@ -193,14 +220,9 @@ async def finish_with_error(
 
 
 def remember(
-    request: web.Request,
-    api: ApiKind,
-    decided: Plan,
-    reply: Reply,
-    status: ExchangeStatus,
-    started: float,
+    request: web.Request, decided: Plan, reply: Reply, status: ExchangeStatus, started: float
 ) -> None:
-    """Hand the finished exchange to the memory writer (returns at once)."""
+    """Queue the finished exchange for write-back (an outbox append); failures fail open."""
     if decided.scope is None or decided.query is None or MEMORY not in request.app:
         return
     exchange = Exchange(
@@ -217,4 +239,8 @@ def remember(
         finished_at=time.time(),
         metrics=reply.metrics,
     )
-    request.app[MEMORY].observe(exchange)
+    try:
+        request.app[MEMORY].observe(exchange)
+    except MemoryLayerError as exc:
+        request.app[COUNTERS].fail_open += 1
+        log.warning("exchange not queued for memory: %s", exc)

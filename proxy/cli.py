@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
+import json
 import logging
 import sys
 from pathlib import Path
 
+import aiohttp
 from aiohttp import web
 
 from memory.errors import MemoryLayerError
+from memory.export import export_user
+from memory.service import build_memory_service
 from proxy import __version__
 from proxy.app import create_app
 from proxy.config import Config, load_config
@@ -28,6 +33,20 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--config", type=Path, help="YAML config file (default: built-in defaults)")
     show = commands.add_parser("config", help="print the effective configuration as JSON")
     show.add_argument("--config", type=Path, help="YAML config file")
+    memories = commands.add_parser("memories", help="inspect stored memories")
+    memory_commands = memories.add_subparsers(dest="memories_command", required=True)
+    export = memory_commands.add_parser(
+        "export", help="write every memory of a user (stored and queued) as JSONL to stdout"
+    )
+    export.add_argument("--user", required=True, help="the user whose memories to export")
+    export.add_argument("--config", type=Path, help="YAML config file")
+    export.add_argument(
+        "--drain-timeout",
+        type=float,
+        default=10.0,
+        metavar="SECONDS",
+        help="when no proxy is running, first write queued exchanges for up to this long",
+    )
     return parser
 
 
@@ -44,6 +63,18 @@ def serve(config: Config) -> None:
     web.run_app(create_app(config), host=config.listen.host, port=config.listen.port, print=None)
 
 
+async def export(config: Config, user: str, drain_timeout_s: float) -> int:
+    """Print ``user``'s memories as JSONL; returns how many were printed."""
+    async with aiohttp.ClientSession() as session:
+        service = build_memory_service(
+            config.memory, config.store, config.embedder, config.upstream.url, session
+        )
+        records = await export_user(service, user, drain_timeout_s)
+    for record in records:
+        sys.stdout.write(json.dumps(record, ensure_ascii=False) + "\n")
+    return len(records)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point; returns the process exit status."""
     args = build_parser().parse_args(argv)
@@ -51,6 +82,10 @@ def main(argv: list[str] | None = None) -> int:
         config = load_config(args.config)
         if args.command == "config":
             print(config.model_dump_json(indent=2))
+            return 0
+        if args.command == "memories":
+            logging.basicConfig(level="WARNING", format="symbiotic-memory: %(message)s")
+            asyncio.run(export(config, args.user, args.drain_timeout))
             return 0
         serve(config)
     except ConfigError as exc:

@@ -129,17 +129,31 @@ class Tee:
         self.api = api
         self.framing = framing
         self.reply = Reply()
+        self.received = 0
+        """Bytes fed so far."""
+        self.final_seen = False
+        """The reply's last frame has been parsed (Ollama ``done``/error, SSE ``[DONE]``)."""
         self._buffer = bytearray()
 
     def feed(self, chunk: bytes) -> None:
         """Take the next bytes; complete frames are parsed at once (JSON waits for ``close``)."""
         self._buffer += chunk
+        self.received += len(chunk)
         if self.framing == "json":
             return
         *lines, rest = self._buffer.split(b"\n")
         self._buffer = bytearray(rest)
         for line in lines:
             self._frame(bytes(line))
+
+    def at_end(self, content_length: int | None) -> bool:
+        """True once the reply is complete: its final frame was parsed, or (one JSON document)
+        ``content_length`` bytes have arrived, in which case it is parsed now."""
+        complete = content_length is not None and self.received >= content_length
+        if self.framing == "json" and complete and not self.final_seen:
+            self.close()
+            self.final_seen = True
+        return self.final_seen
 
     def close(self) -> Reply:
         """Parse what is left and return the assembled reply."""
@@ -158,6 +172,7 @@ class Tee:
             text = text[5:].strip()
             if text == "[DONE]":
                 self.reply.done = True
+                self.final_seen = True
                 return
         try:
             obj = json.loads(text)
@@ -165,3 +180,5 @@ class Tee:
             self.reply.unparsed += 1
             return
         absorb(self.reply, self.api, obj)
+        if self.framing == "ndjson" and (self.reply.done or self.reply.error is not None):
+            self.final_seen = True

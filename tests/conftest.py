@@ -90,6 +90,7 @@ async def start_proxy(fake: FakeOllama, tmp_path: Path) -> AsyncIterator[StartPr
         return started[-1]
 
     yield start
+    fake.embed_fail, fake.embed_delay_s = False, 0.0  # let shutdown drain the outbox quickly
     for running in started:
         for client in running.clients:
             await client.close()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 
 import aiohttp
@@ -286,24 +285,17 @@ async def test_fail_open_when_store_is_unavailable(proxy: RunningProxy, fake: Fa
 async def test_write_back_retries_until_the_embedder_returns(
     start_proxy: StartProxy, fake: FakeOllama
 ):
-    proxy = await start_proxy(memory={"write_attempts": 3})
+    proxy = await start_proxy(memory={"retry_base_s": 0.05})
     fake.embed_fail = True
     await ollama_client(proxy, "alice").chat(
         model="llama3.2", messages=[{"role": "user", "content": FACT}], stream=False
     )
-    await asyncio.sleep(0.2)  # the first attempt fails
+    assert await proxy.memory.flush(timeout_s=0.3) is False  # still failing: kept, not dropped
+    assert proxy.memory.pending == 1 and proxy.memory.stats.failed_attempts >= 1
+    (queued,) = [r for r in await proxy.memory.export("alice") if r["state"] == "pending"]
+    assert FACT in queued["text"] and "500" in queued["metadata"]["last_error"]
     fake.embed_fail = False
-    await proxy.flush()
-    assert (proxy.memory.stats.written, proxy.memory.stats.failed) == (1, 0)
+    assert await proxy.memory.flush(timeout_s=10)
+    assert (proxy.memory.stats.written, proxy.memory.pending) == (1, 0)
     (hit,) = await proxy.memory.search("alice", FACT, 1)
     assert FACT in hit.text
-
-
-async def test_write_back_gives_up_after_its_attempts(start_proxy: StartProxy, fake: FakeOllama):
-    proxy = await start_proxy(memory={"write_attempts": 2})
-    fake.embed_fail = True
-    await ollama_client(proxy, "alice").chat(
-        model="llama3.2", messages=[{"role": "user", "content": FACT}], stream=False
-    )
-    await proxy.flush()
-    assert (proxy.memory.stats.written, proxy.memory.stats.failed) == (0, 1)
