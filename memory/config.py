@@ -67,6 +67,21 @@ class EmbedderConfig(Frozen):
         return self.model or DEFAULT_EMBED_MODELS[self.kind]
 
 
+class ResilienceConfig(Frozen):
+    """Circuit breakers and time budgets (see ``memory.resilience``)."""
+
+    failure_threshold: int = Field(default=5, ge=1)
+    """Consecutive failures (or too slow calls) that open a dependency's breaker."""
+    reset_timeout_s: float = Field(default=10.0, gt=0)
+    """How long a breaker stays open before one probe call is let through."""
+    embed_timeout_ms: float = Field(default=5000, gt=0)
+    """Ceiling of one embedding call."""
+    store_timeout_ms: float = Field(default=3000, gt=0)
+    """Ceiling of one store call."""
+    min_budget_ms: float = Field(default=50, gt=0)
+    """Floor of the adaptive budget of latency-critical (recall) calls."""
+
+
 def default_outbox_path(store: StoreConfig) -> Path:
     """The outbox beside the store directory: ``<store.path>-outbox.sqlite3``."""
     return store.path.parent / f"{store.path.name}-outbox.sqlite3"

@@ -31,3 +31,7 @@ class DimensionMismatchError(MemoryLayerError):
 
 class OutboxBusyError(MemoryLayerError):
     """Another process owns the outbox (two proxies must not share one)."""
+
+
+class BreakerOpenError(MemoryLayerError):
+    """A dependency's circuit breaker is open: the call was not attempted."""

@@ -8,14 +8,18 @@ ranking stages. :func:`render_block` is the one renderer of injected text.
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
 
 from memory.config import MemoryConfig
-from memory.embedders import Embedder
-from memory.store import Store
+from memory.embedders import Vectors
 from memory.tokens import count_tokens
 from memory.types import MemoryBlock, MemoryHit, Scope
+
+EmbedFn = Callable[[list[str]], Awaitable[Vectors]]
+"""Texts -> unit vectors of shape ``(len(texts), dim)``."""
+QueryFn = Callable[[str, Vectors, int], Awaitable[list[MemoryHit]]]
+"""(user, vector, k) -> the user's k nearest memories, most similar first."""
 
 
 def event_date(hit: MemoryHit) -> str:
@@ -71,24 +75,25 @@ def render_block(hits: Sequence[MemoryHit], template: str, max_tokens: int) -> M
 
 
 class Recaller:
-    """Dense top-k recall within one user's collection."""
+    """Dense top-k recall within one user's collection, over injected embed and query calls
+    (the service passes them through its circuit breakers)."""
 
-    def __init__(self, store: Store, embedder: Embedder, config: MemoryConfig) -> None:
-        self._store = store
-        self._embedder = embedder
+    def __init__(self, embed: EmbedFn, query: QueryFn, config: MemoryConfig) -> None:
+        self._embed = embed
+        self._query = query
         self._config = config
 
     async def candidates(self, scope: Scope, query: str, k: int) -> list[MemoryHit]:
         """The ``k`` nearest memories of ``scope.user`` with their cosine similarity."""
-        vector = (await self._embedder.embed([query]))[0]
-        return await self._store.query(scope.user, vector, k)
+        vector = (await self._embed([query]))[0]
+        return await self._query(scope.user, vector, k)
 
     async def recall(self, scope: Scope, query: str) -> MemoryBlock:
         """Recall for one request; raises EmbedderError or StoreError (the caller fails open)."""
         t0 = time.perf_counter()
-        vector = (await self._embedder.embed([query]))[0]
+        vector = (await self._embed([query]))[0]
         t1 = time.perf_counter()
-        hits = await self._store.query(scope.user, vector, self._config.k)
+        hits = await self._query(scope.user, vector, self._config.k)
         t2 = time.perf_counter()
         kept = [h for h in hits if (h.similarity or 0.0) >= self._config.min_similarity]
         block = render_block(kept, self._config.template, self._config.max_tokens)

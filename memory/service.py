@@ -10,21 +10,30 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import aiohttp
 
 from memory import SCHEMA_VERSION
-from memory.config import EmbedderConfig, MemoryConfig, StoreConfig, default_outbox_path
-from memory.embedders import Embedder, make_embedder
+from memory.config import (
+    EmbedderConfig,
+    MemoryConfig,
+    ResilienceConfig,
+    StoreConfig,
+    default_outbox_path,
+)
+from memory.embedders import Embedder, Vectors, make_embedder
 from memory.errors import EmbedderError, MemoryLayerError, StoreError
 from memory.outbox import Outbox, OutboxRow
 from memory.recall import Recaller
+from memory.resilience import CircuitBreaker
 from memory.store import ChromaStore, Store
 from memory.types import Exchange, MemoryBlock, MemoryHit, Scope, sha256_json
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 POLL_S = 0.01
 """How often ``flush`` looks at the outbox."""
@@ -69,13 +78,28 @@ class MemoryService:
     """Recall, write-back and admin operations over one store, one embedder and one outbox."""
 
     def __init__(
-        self, config: MemoryConfig, store: Store, embedder: Embedder, outbox: Outbox
+        self,
+        config: MemoryConfig,
+        store: Store,
+        embedder: Embedder,
+        outbox: Outbox,
+        resilience: ResilienceConfig | None = None,
     ) -> None:
         self.config = config
         self.store = store
         self.embedder = embedder
         self.outbox = outbox
-        self.recaller = Recaller(store, embedder, config)
+        self.resilience = resilience or ResilienceConfig()
+        self.breakers = {
+            name: CircuitBreaker(
+                name,
+                self.resilience.failure_threshold,
+                self.resilience.reset_timeout_s,
+                self.resilience.min_budget_ms,
+            )
+            for name in ("embedder", "store")
+        }
+        self.recaller = Recaller(self._recall_embed, self._recall_query, config)
         self.stats = WriteStats()
         self._wake = asyncio.Event()
         self._worker: asyncio.Task[None] | None = None
@@ -190,16 +214,44 @@ class MemoryService:
             self.outbox.done(row.seq)
             self.stats.written += 1
 
+    async def _guarded(
+        self, name: str, fn: Callable[[], Awaitable[T]], ceiling_ms: float, adaptive: bool
+    ) -> T:
+        """``fn()`` through the named breaker; a blown budget becomes that dependency's error."""
+        try:
+            return await self.breakers[name].call(fn, ceiling_ms, adaptive)
+        except TimeoutError as exc:
+            error = EmbedderError if name == "embedder" else StoreError
+            raise error(f"{name} call exceeded its time budget") from exc
+
+    async def _recall_embed(self, texts: list[str]) -> Vectors:
+        ceiling = min(self.resilience.embed_timeout_ms, self.config.timeout_ms)
+        return await self._guarded("embedder", lambda: self.embedder.embed(texts), ceiling, True)
+
+    async def _recall_query(self, user: str, vector: Vectors, k: int) -> list[MemoryHit]:
+        ceiling = min(self.resilience.store_timeout_ms, self.config.timeout_ms)
+        return await self._guarded(
+            "store", lambda: self.store.query(user, vector, k), ceiling, True
+        )
+
     async def write(self, exchange: Exchange) -> str:
-        """Embed and store one exchange now; returns the memory id.
+        """Embed and store one exchange now (through the breakers); returns the memory id.
 
         Raises:
-            EmbedderError, StoreError, DimensionMismatchError.
+            EmbedderError, StoreError, BreakerOpenError, DimensionMismatchError.
         """
-        vector = (await self.embedder.embed([exchange.text]))[0]
+        r = self.resilience
+        vectors = await self._guarded(
+            "embedder", lambda: self.embedder.embed([exchange.text]), r.embed_timeout_ms, False
+        )
         mid = memory_id(exchange)
         meta = memory_metadata(exchange, self.embedder.name)
-        await self.store.upsert(exchange.scope.user, mid, vector, exchange.text, meta)
+        await self._guarded(
+            "store",
+            lambda: self.store.upsert(exchange.scope.user, mid, vectors[0], exchange.text, meta),
+            r.store_timeout_ms,
+            False,
+        )
         return mid
 
     async def search(self, user: str, query: str, k: int) -> list[MemoryHit]:
@@ -228,6 +280,7 @@ class MemoryService:
         except EmbedderError as exc:
             report["embedder"] = {"ok": False, "name": self.embedder.name, "error": str(exc)}
         report["writer"] = {"pending": self.pending, **vars(self.stats)}
+        report["breakers"] = {name: b.snapshot() for name, b in self.breakers.items()}
         return report
 
     async def export(self, user: str) -> list[dict[str, Any]]:
@@ -265,10 +318,15 @@ def build_memory_service(
     embedder: EmbedderConfig,
     upstream_url: str,
     session: aiohttp.ClientSession,
+    resilience: ResilienceConfig | None = None,
 ) -> MemoryService:
     """The default service: Chroma store, the configured embedder, the SQLite outbox (nothing is
     opened yet)."""
     outbox = Outbox(memory.outbox_path or default_outbox_path(store))
     return MemoryService(
-        memory, ChromaStore(store), make_embedder(embedder, upstream_url, session), outbox
+        memory,
+        ChromaStore(store),
+        make_embedder(embedder, upstream_url, session),
+        outbox,
+        resilience,
     )

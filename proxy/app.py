@@ -9,12 +9,13 @@ from collections.abc import AsyncIterator
 import aiohttp
 from aiohttp import web
 
+from memory.resilience import CircuitBreaker
 from memory.service import build_memory_service
 from proxy import admin, chat
 from proxy.config import Config
 from proxy.middleware import errors_as_json
 from proxy.passthrough import passthrough
-from proxy.state import CONFIG, COUNTERS, MEMORY, UPSTREAM, Counters
+from proxy.state import CONFIG, COUNTERS, MEMORY, UPSTREAM, UPSTREAM_BREAKER, Counters
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +35,12 @@ async def memory_service(app: web.Application) -> AsyncIterator[None]:
     config = app[CONFIG]
     async with aiohttp.ClientSession() as session:
         service = build_memory_service(
-            config.memory, config.store, config.embedder, config.upstream.url, session
+            config.memory,
+            config.store,
+            config.embedder,
+            config.upstream.url,
+            session,
+            config.resilience,
         )
         await service.start()
         app[MEMORY] = service
@@ -56,6 +62,10 @@ def create_app(config: Config) -> web.Application:
     )
     app[CONFIG] = config
     app[COUNTERS] = Counters()
+    r = config.resilience
+    app[UPSTREAM_BREAKER] = CircuitBreaker(
+        "upstream", r.failure_threshold, r.reset_timeout_s, r.min_budget_ms
+    )
     app.cleanup_ctx.append(upstream_session)
     if config.memory.enabled:
         app.cleanup_ctx.append(memory_service)

@@ -18,12 +18,12 @@ from aiohttp import web
 
 from memory.errors import MemoryLayerError
 from memory.types import Exchange, ExchangeStatus, MemoryBlock, Scope
-from proxy.errors import PayloadTooLarge, UpstreamUnavailable
+from proxy.errors import PayloadTooLarge
 from proxy.headers import end_to_end, to_upstream
 from proxy.inject import inject, last_user_turn
-from proxy.passthrough import abort, upstream_timeout
+from proxy.passthrough import abort, upstream_request
 from proxy.scope import scope_for
-from proxy.state import CONFIG, COUNTERS, MEMORY, UPSTREAM
+from proxy.state import CONFIG, COUNTERS, MEMORY
 from proxy.tee import Framing, Reply, Tee, framing_for
 from proxy.wire import REQUEST_MODELS, ApiKind, decode_json_object, validate
 
@@ -141,8 +141,8 @@ async def handle(request: web.Request, api: ApiKind) -> web.StreamResponse:
             remember(request, decided, reply, status, started)
 
     try:
-        async with request.app[UPSTREAM].post(
-            url, data=decided.body, headers=headers, timeout=upstream_timeout(request)
+        async with upstream_request(
+            request, "POST", url, data=decided.body, headers=headers
         ) as upstream:
             upstream_ok = upstream.status == 200
             tee = Tee(api, framing_for(upstream.headers.get("Content-Type", "")))
@@ -157,8 +157,6 @@ async def handle(request: web.Request, api: ApiKind) -> web.StreamResponse:
                 await response.write_eof()
     except (aiohttp.ClientError, TimeoutError) as exc:
         request.app[COUNTERS].upstream_errors += 1
-        if not response.prepared:
-            raise UpstreamUnavailable(f"upstream {url}: {type(exc).__name__}: {exc}") from exc
         tee.reply.error = f"upstream connection lost: {type(exc).__name__}"
         log.warning("upstream failed mid-stream on %s: %r", request.path, exc)
         await finish_with_error(request, response, tee.framing, tee.reply.error)

@@ -67,7 +67,12 @@ async def export(config: Config, user: str, drain_timeout_s: float) -> int:
     """Print ``user``'s memories as JSONL; returns how many were printed."""
     async with aiohttp.ClientSession() as session:
         service = build_memory_service(
-            config.memory, config.store, config.embedder, config.upstream.url, session
+            config.memory,
+            config.store,
+            config.embedder,
+            config.upstream.url,
+            session,
+            config.resilience,
         )
         records = await export_user(service, user, drain_timeout_s)
     for record in records:

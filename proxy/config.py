@@ -15,7 +15,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import Field, ValidationError, field_validator
 
-from memory.config import EmbedderConfig, Frozen, MemoryConfig, StoreConfig
+from memory.config import EmbedderConfig, Frozen, MemoryConfig, ResilienceConfig, StoreConfig
 from proxy.errors import ConfigError
 
 ENV_PREFIX = "SYMBIOTIC_MEMORY__"
@@ -66,6 +66,7 @@ class Config(Frozen):
     store: StoreConfig = Field(default_factory=StoreConfig)
     embedder: EmbedderConfig = EmbedderConfig()
     memory: MemoryConfig = MemoryConfig()
+    resilience: ResilienceConfig = ResilienceConfig()
     limits: LimitsConfig = LimitsConfig()
     admin: AdminConfig = AdminConfig()
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"

@@ -41,6 +41,12 @@ class UpstreamUnavailable(ProxyError):
     status = 502
 
 
+class UpstreamCircuitOpen(ProxyError):
+    """The upstream failed repeatedly; its breaker is open until the next probe (HTTP 503)."""
+
+    status = 503
+
+
 class MemoryUnavailable(ProxyError):
     """An admin operation needs the memory store and it failed (HTTP 503)."""
 

@@ -6,14 +6,19 @@ decompress), status and end-to-end headers are kept, hop-by-hop headers are drop
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import time
+from collections.abc import AsyncIterator
+from typing import Any
 
 import aiohttp
 from aiohttp import web
 
-from proxy.errors import UpstreamUnavailable
+from memory.errors import BreakerOpenError
+from proxy.errors import UpstreamCircuitOpen, UpstreamUnavailable
 from proxy.headers import end_to_end, to_upstream
-from proxy.state import CONFIG, UPSTREAM
+from proxy.state import CONFIG, UPSTREAM, UPSTREAM_BREAKER
 
 log = logging.getLogger(__name__)
 
@@ -24,6 +29,40 @@ def upstream_timeout(request: web.Request) -> aiohttp.ClientTimeout:
     return aiohttp.ClientTimeout(
         total=None, sock_connect=config.connect_timeout_s, sock_read=config.read_timeout_s
     )
+
+
+@contextlib.asynccontextmanager
+async def upstream_request(
+    request: web.Request, method: str, url: str, **kwargs: Any
+) -> AsyncIterator[aiohttp.ClientResponse]:
+    """Open an upstream request through the upstream's circuit breaker.
+
+    A connection failure or timeout before the response headers counts against the breaker and
+    becomes UpstreamUnavailable (502); an open breaker answers UpstreamCircuitOpen (503) at once.
+    Errors after the headers (mid-stream) propagate unchanged to the caller.
+    """
+    breaker = request.app[UPSTREAM_BREAKER]
+    try:
+        probe = breaker.admit()
+    except BreakerOpenError as exc:
+        raise UpstreamCircuitOpen(f"upstream {request.app[CONFIG].upstream.url}: {exc}") from exc
+    started = time.perf_counter()
+    connected = False
+    try:
+        async with request.app[UPSTREAM].request(
+            method, url, timeout=upstream_timeout(request), **kwargs
+        ) as upstream:
+            connected = True
+            breaker.success((time.perf_counter() - started) * 1000, probe)
+            yield upstream
+    except (aiohttp.ClientError, TimeoutError) as exc:
+        if connected:
+            raise
+        breaker.failure(probe)
+        raise UpstreamUnavailable(f"upstream {url}: {type(exc).__name__}: {exc}") from exc
+    finally:
+        if not connected:
+            breaker.release(probe)
 
 
 def abort(request: web.Request) -> None:
@@ -38,13 +77,13 @@ async def passthrough(request: web.Request) -> web.StreamResponse:
     data = request.content if request.body_exists else None
     response = web.StreamResponse()
     try:
-        async with request.app[UPSTREAM].request(
+        async with upstream_request(
+            request,
             request.method,
             url,
             headers=to_upstream(request.headers),
             data=data,
             allow_redirects=False,
-            timeout=upstream_timeout(request),
         ) as upstream:
             response.set_status(upstream.status, upstream.reason)
             response.headers.extend(end_to_end(upstream.headers, {"content-length"}))
@@ -54,8 +93,6 @@ async def passthrough(request: web.Request) -> web.StreamResponse:
             async for chunk in upstream.content.iter_any():
                 await response.write(chunk)
     except (aiohttp.ClientError, TimeoutError) as exc:
-        if not response.prepared:
-            raise UpstreamUnavailable(f"upstream {url}: {type(exc).__name__}: {exc}") from exc
         log.warning("upstream failed mid-stream on %s %s: %r", request.method, request.path, exc)
         abort(request)
         return response

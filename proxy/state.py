@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import aiohttp
 from aiohttp import web
 
+from memory.resilience import CircuitBreaker
 from memory.service import MemoryService
 from proxy.config import Config
 
@@ -25,3 +26,4 @@ CONFIG = web.AppKey("config", Config)
 UPSTREAM = web.AppKey("upstream", aiohttp.ClientSession)
 MEMORY = web.AppKey("memory", MemoryService)
 COUNTERS = web.AppKey("counters", Counters)
+UPSTREAM_BREAKER = web.AppKey("upstream_breaker", CircuitBreaker)

@@ -1,0 +1,137 @@
+"""Circuit breakers and adaptive budgets, alone and in the running proxy."""
+
+from __future__ import annotations
+
+import asyncio
+
+import aiohttp
+import pytest
+
+from memory.errors import BreakerOpenError
+from memory.resilience import CircuitBreaker
+from proxy.chat import STATUS_HEADER
+from tests.conftest import StartProxy
+from tests.fake_ollama import FakeOllama
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+async def ok() -> str:
+    return "ok"
+
+
+async def boom() -> str:
+    raise ValueError("boom")
+
+
+async def test_breaker_opens_probes_and_closes():
+    clock = Clock()
+    breaker = CircuitBreaker(
+        "dep", failure_threshold=3, reset_timeout_s=5, min_budget_ms=1, clock=clock
+    )
+    for _ in range(2):
+        with pytest.raises(ValueError):
+            await breaker.call(boom, 1000)
+    assert breaker.state == "closed"
+    with pytest.raises(ValueError):
+        await breaker.call(boom, 1000)
+    assert breaker.state == "open" and breaker.trips == 1
+    with pytest.raises(BreakerOpenError, match="dep circuit open"):
+        await breaker.call(ok, 1000)
+    clock.now = 5.0
+    assert breaker.state == "half_open"
+    with pytest.raises(ValueError):  # the probe fails: open again, for another 5 s
+        await breaker.call(boom, 1000)
+    assert breaker.state == "open" and breaker.trips == 2
+    clock.now = 10.0
+    assert await breaker.call(ok, 1000) == "ok"
+    assert breaker.state == "closed" and breaker.failures == 0
+
+
+async def test_half_open_lets_one_probe_through_at_a_time():
+    clock = Clock()
+    breaker = CircuitBreaker("dep", 1, 5, 1, clock=clock)
+    with pytest.raises(ValueError):
+        await breaker.call(boom, 1000)
+    clock.now = 6.0
+    release = asyncio.Event()
+
+    async def slow_ok() -> str:
+        await release.wait()
+        return "ok"
+
+    probe = asyncio.create_task(breaker.call(slow_ok, 1000))
+    await asyncio.sleep(0)
+    with pytest.raises(BreakerOpenError):
+        await breaker.call(ok, 1000)
+    release.set()
+    assert await probe == "ok" and breaker.state == "closed"
+
+
+async def test_adaptive_budget_trips_on_a_dependency_turning_slow():
+    breaker = CircuitBreaker("dep", failure_threshold=2, reset_timeout_s=60, min_budget_ms=20)
+    for _ in range(20):
+        await breaker.call(ok, 2000, adaptive=True)  # fast: the budget shrinks to the floor
+
+    async def slow() -> str:
+        await asyncio.sleep(0.2)
+        return "late"
+
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    for _ in range(2):
+        with pytest.raises(TimeoutError):
+            await breaker.call(slow, 2000, adaptive=True)
+    assert loop.time() - started < 0.3  # two calls cut at ~20 ms each, not 2 s
+    assert breaker.state == "open"
+
+
+async def test_slow_embedder_trips_and_chat_skips_memory_fast(
+    start_proxy: StartProxy, fake: FakeOllama
+):
+    proxy = await start_proxy(
+        memory={"timeout_ms": 1000},
+        resilience={"failure_threshold": 2, "reset_timeout_s": 60, "min_budget_ms": 50},
+    )
+    body = {"model": "m", "messages": [{"role": "user", "content": "hello"}], "stream": False}
+    async with aiohttp.ClientSession() as http:
+        for _ in range(5):  # healthy: the baseline learns a fast embedder
+            async with http.post(f"{proxy.url}/api/chat", json=body) as r:
+                assert r.headers[STATUS_HEADER] in {"none", "injected"}
+        await proxy.flush()
+        fake.embed_delay_s = 0.5
+        statuses = []
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        for _ in range(4):
+            async with http.post(f"{proxy.url}/api/chat", json=body) as r:
+                assert r.status == 200
+                statuses.append(r.headers[STATUS_HEADER])
+        elapsed = loop.time() - started
+    assert statuses == ["skipped"] * 4
+    assert proxy.memory.breakers["embedder"].state == "open"
+    assert elapsed < 1.0  # cut at the adaptive budget, then refused at once: never 4 x 1 s
+
+
+async def test_upstream_breaker_answers_503_fast_then_recovers(start_proxy: StartProxy):
+    proxy = await start_proxy(
+        upstream={"url": "http://127.0.0.1:9"},
+        memory={"enabled": False},
+        resilience={"failure_threshold": 2, "reset_timeout_s": 0.3},
+    )
+    async with aiohttp.ClientSession() as http:
+        codes = []
+        for _ in range(3):
+            async with http.get(f"{proxy.url}/api/tags") as r:
+                codes.append(r.status)
+                error = (await r.json())["error"]
+        assert codes == [502, 502, 503] and "circuit open" in error
+        await asyncio.sleep(0.35)
+        async with http.get(f"{proxy.url}/api/tags") as r:  # half-open: the probe goes through
+            assert r.status == 502
