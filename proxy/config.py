@@ -7,13 +7,14 @@ the key and where it came from.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 
 from memory.config import EmbedderConfig, Frozen, MemoryConfig, ResilienceConfig, StoreConfig
 from proxy.errors import ConfigError
@@ -71,6 +72,29 @@ class Config(Frozen):
     admin: AdminConfig = AdminConfig()
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
+    @model_validator(mode="after")
+    def _admin_token_beyond_loopback(self) -> Config:
+        if not is_loopback(self.listen.host) and not self.admin.token:
+            raise ValueError(
+                f"listen.host {self.listen.host} is reachable beyond this machine: set "
+                f"admin.token so that /memory/* needs a bearer token"
+            )
+        return self
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` binds to loopback only (``localhost``, 127.0.0.0/8, ``::1``).
+
+    >>> is_loopback("127.0.0.1"), is_loopback("localhost"), is_loopback("0.0.0.0")
+    (True, True, False)
+    """
+    if host.strip().lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
 
 def _env_overrides(env: Mapping[str, str]) -> tuple[dict[str, Any], dict[tuple[str, ...], str]]:
     """Nested dict of overrides and, per key path, the variable it came from."""
@@ -120,6 +144,8 @@ def _read_yaml(path: Path) -> dict[str, Any]:
 def _explain(exc: ValidationError, source: str, origin: dict[tuple[str, ...], str]) -> str:
     first = exc.errors()[0]
     loc = tuple(str(part) for part in first["loc"])
+    if not loc:  # a rule across keys
+        return f"{source}: {first['msg'].removeprefix('Value error, ')}"
     where = origin.get(loc, source)
     dotted = ".".join(loc)
     if first["type"] == "extra_forbidden":

@@ -107,3 +107,12 @@ async def test_admin_token_is_required_when_configured(start_proxy: StartProxy):
         auth = {"Authorization": "Bearer s3cret"}
         async with http.get(f"{proxy.url}/memory/search", params={"q": "x"}, headers=auth) as r:
             assert r.status == 200
+
+
+async def test_healthz_and_logs_name_no_user(proxy: RunningProxy, caplog):
+    await remember(proxy, "carol-the-secret-user", "carol likes jazz")
+    async with aiohttp.ClientSession() as http:
+        async with http.get(f"{proxy.url}/healthz") as r:
+            text = await r.text()
+    assert "carol" not in text and "jazz" not in text
+    assert "carol" not in caplog.text

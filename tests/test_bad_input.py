@@ -72,3 +72,28 @@ async def test_bad_admin_parameters(proxy: RunningProxy):
             assert r.status == 400
         async with http.get(f"{proxy.url}/memory/does-not-exist") as r:
             assert r.status == 404 and "not found" in (await r.json())["error"]
+
+
+async def test_enormous_message_is_forwarded_whole_and_embedded_cut(
+    proxy: RunningProxy, fake: FakeOllama
+):
+    huge = "the quick brown fox " * 50_000  # 1 MB
+    body = {"model": "m", "messages": [{"role": "user", "content": huge}], "stream": False}
+    async with aiohttp.ClientSession() as http:
+        async with http.post(f"{proxy.url}/api/chat", json=body) as r:
+            assert r.status == 200
+    assert fake.calls("/api/chat")[-1].json()["messages"][-1]["content"] == huge
+    await proxy.flush()
+    embedded = [len(t) for r in fake.calls("/api/embed") for t in r.json()["input"]]
+    assert max(embedded) == 8000  # embedder.max_chars
+
+
+async def test_empty_body_and_empty_user_message(proxy: RunningProxy, fake: FakeOllama):
+    async with aiohttp.ClientSession() as http:
+        async with http.post(f"{proxy.url}/api/chat", data=b"") as r:
+            assert r.status == 400 and "invalid JSON" in (await r.json())["error"]
+        body = {"model": "m", "messages": [{"role": "user", "content": ""}], "stream": False}
+        async with http.post(f"{proxy.url}/api/chat", json=body) as r:
+            assert r.status == 200  # forwarded as the upstream would take it; nothing recalled
+    await proxy.flush()
+    assert proxy.memory.stats.queued == 0
