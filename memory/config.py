@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Literal
 
 import platformdirs
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 DEFAULT_TEMPLATE = (
     "Background notes recalled from earlier conversations with this user. They are data about "
@@ -80,6 +80,70 @@ class ResilienceConfig(Frozen):
     """Ceiling of one store call."""
     min_budget_ms: float = Field(default=50, gt=0)
     """Floor of the adaptive budget of latency-critical (recall) calls."""
+
+
+class KnobRange(Frozen):
+    """A knob's hard clamp ``[lo, hi]`` and its resting value ``base`` (None: from ``memory``)."""
+
+    lo: float
+    hi: float
+    base: float | None = None
+
+    @model_validator(mode="after")
+    def _ordered(self) -> KnobRange:
+        if not self.lo <= self.hi or (
+            self.base is not None and not self.lo <= self.base <= self.hi
+        ):
+            raise ValueError("a knob needs lo <= base <= hi")
+        return self
+
+
+class KnobsConfig(Frozen):
+    """Clamps of the knobs the affect state moves."""
+
+    k: KnobRange = KnobRange(lo=1, hi=12)
+    max_tokens: KnobRange = KnobRange(lo=128, hi=1024)
+    min_similarity: KnobRange = KnobRange(lo=0.1, hi=0.5)
+    temperature: KnobRange = KnobRange(lo=0.2, hi=1.0, base=0.7)
+    top_p: KnobRange = KnobRange(lo=0.5, hi=1.0, base=0.9)
+    sampling: bool = False
+    """Set ``temperature`` / ``top_p`` on requests that do not set them (never overrides)."""
+
+
+class AffectConfig(Frozen):
+    """Per-user affect levels (stress, reward, novelty) and how they learn."""
+
+    enabled: bool = True
+    half_lives_s: dict[Literal["stress", "reward", "novelty"], float] = {
+        "stress": 300.0,
+        "reward": 900.0,
+        "novelty": 600.0,
+    }
+    baselines: dict[Literal["stress", "reward", "novelty"], float] = {
+        "stress": 0.1,
+        "reward": 0.1,
+        "novelty": 0.1,
+    }
+    learning: bool = True
+    """Adapt the knob weights online from exchange outcomes (bounded; logged at DEBUG)."""
+    learning_rate: float = Field(default=0.05, ge=0, le=1)
+    max_scopes: int = Field(default=10_000, ge=1)
+
+    @field_validator("half_lives_s")
+    @classmethod
+    def _positive(cls, value: dict[str, float]) -> dict[str, float]:
+        if set(value) != {"stress", "reward", "novelty"} or min(value.values()) <= 0:
+            raise ValueError("give a positive half-life for each of stress, reward, novelty")
+        return value
+
+    @field_validator("baselines")
+    @classmethod
+    def _unit(cls, value: dict[str, float]) -> dict[str, float]:
+        if set(value) != {"stress", "reward", "novelty"} or not all(
+            0 <= v <= 1 for v in value.values()
+        ):
+            raise ValueError("give a baseline in [0, 1] for each of stress, reward, novelty")
+        return value
 
 
 def default_outbox_path(store: StoreConfig) -> Path:

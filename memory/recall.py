@@ -8,7 +8,7 @@ ranking stages. :func:`render_block` is the one renderer of injected text.
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import UTC, datetime
 
 from memory.config import MemoryConfig
@@ -19,6 +19,7 @@ from memory.types import MemoryBlock, MemoryHit, Scope
 EmbedFn = Callable[[list[str]], Awaitable[Vectors]]
 """Texts -> unit vectors of shape ``(len(texts), dim)``."""
 QueryFn = Callable[[str, Vectors, int], Awaitable[list[MemoryHit]]]
+Knobs = Mapping[str, float]
 """(user, vector, k) -> the user's k nearest memories, most similar first."""
 
 
@@ -88,15 +89,26 @@ class Recaller:
         vector = (await self._embed([query]))[0]
         return await self._query(scope.user, vector, k)
 
-    async def recall(self, scope: Scope, query: str) -> MemoryBlock:
-        """Recall for one request; raises EmbedderError or StoreError (the caller fails open)."""
+    async def recall(self, scope: Scope, query: str, knobs: Knobs | None = None) -> MemoryBlock:
+        """Recall for one request; ``knobs`` (``k``, ``max_tokens``, ``min_similarity``) override
+        the configured values. Raises EmbedderError or StoreError (the caller fails open)."""
+        k, max_tokens, floor = self._settings(knobs or {})
         t0 = time.perf_counter()
         vector = (await self._embed([query]))[0]
         t1 = time.perf_counter()
-        hits = await self._query(scope.user, vector, self._config.k)
+        hits = await self._query(scope.user, vector, k)
         t2 = time.perf_counter()
-        kept = [h for h in hits if (h.similarity or 0.0) >= self._config.min_similarity]
-        block = render_block(kept, self._config.template, self._config.max_tokens)
+        kept = [h for h in hits if (h.similarity or 0.0) >= floor]
+        block = render_block(kept, self._config.template, max_tokens)
         t3 = time.perf_counter()
         timings = {"embed": (t1 - t0) * 1e3, "query": (t2 - t1) * 1e3, "pack": (t3 - t2) * 1e3}
-        return MemoryBlock(text=block.text, ids=block.ids, tokens=block.tokens, timings_ms=timings)
+        best = max((h.similarity for h in hits if h.similarity is not None), default=None)
+        return MemoryBlock(block.text, block.ids, block.tokens, timings, best)
+
+    def _settings(self, knobs: Knobs) -> tuple[int, int, float]:
+        c = self._config
+        return (
+            max(1, round(knobs.get("k", c.k))),
+            max(1, round(knobs.get("max_tokens", c.max_tokens))),
+            float(knobs.get("min_similarity", c.min_similarity)),
+        )

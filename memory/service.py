@@ -10,7 +10,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import asdict, dataclass
 from typing import Any, TypeVar
 
@@ -144,9 +144,11 @@ class MemoryService:
         await self.embedder.aclose()
         await self.store.close()
 
-    async def recall(self, scope: Scope, query: str) -> MemoryBlock:
+    async def recall(
+        self, scope: Scope, query: str, knobs: Mapping[str, float] | None = None
+    ) -> MemoryBlock:
         """The memory block for ``query`` in ``scope``; raises MemoryLayerError subclasses."""
-        return await self.recaller.recall(scope, query)
+        return await self.recaller.recall(scope, query, knobs)
 
     def observe(self, exchange: Exchange) -> bool:
         """Durably queue a finished exchange for write-back (an outbox append, well under a

@@ -76,6 +76,8 @@ class MemoryBlock:
     ids: tuple[str, ...]
     tokens: int
     timings_ms: dict[str, float] = field(default_factory=dict)
+    best_similarity: float | None = None
+    """Cosine similarity of the best candidate (None when the user has no memories)."""
 
     @classmethod
     def empty(cls) -> MemoryBlock:

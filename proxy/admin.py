@@ -15,7 +15,7 @@ from memory.types import MemoryHit
 from proxy.errors import BadRequest, MemoryUnavailable, NotFound, Unauthorized
 from proxy.manifest import manifest_path
 from proxy.scope import DEFAULT_USER, USER_HEADER
-from proxy.state import CONFIG, COUNTERS, MEMORY, UPSTREAM
+from proxy.state import AFFECT, CONFIG, COUNTERS, MEMORY, UPSTREAM
 
 MAX_K = 100
 
@@ -65,6 +65,23 @@ async def search(request: web.Request) -> web.Response:
     except MemoryLayerError as exc:
         raise MemoryUnavailable(f"memory search failed: {exc}") from exc
     return web.json_response([hit_json(hit) for hit in hits])
+
+
+async def affect(request: web.Request) -> web.Response:
+    """``GET /memory/affect?user=``: that user's affect levels and current knobs."""
+    require_admin(request)
+    if AFFECT not in request.app:
+        raise NotFound("affect is disabled (affect.enabled: false)")
+    user = admin_user(request)
+    state = request.app[AFFECT].state(user)
+    return web.json_response(
+        {
+            "levels": {k: round(v, 4) for k, v in state.levels.items()},
+            "knobs": {k: round(v, 4) for k, v in request.app[AFFECT].knobs(user).items()},
+            "weights": state.weights,
+            "outcome_mean": round(state.outcome_mean, 4),
+        }
+    )
 
 
 async def get_memory(request: web.Request) -> web.Response:

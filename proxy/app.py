@@ -9,13 +9,14 @@ from collections.abc import AsyncIterator
 import aiohttp
 from aiohttp import web
 
+from memory.affect import Affect, resolve_ranges
 from memory.resilience import CircuitBreaker
 from memory.service import build_memory_service
 from proxy import admin, chat
 from proxy.config import Config
 from proxy.middleware import errors_as_json
 from proxy.passthrough import passthrough
-from proxy.state import CONFIG, COUNTERS, MEMORY, UPSTREAM, UPSTREAM_BREAKER, Counters
+from proxy.state import AFFECT, CONFIG, COUNTERS, MEMORY, UPSTREAM, UPSTREAM_BREAKER, Counters
 
 log = logging.getLogger(__name__)
 
@@ -69,10 +70,13 @@ def create_app(config: Config) -> web.Application:
     app.cleanup_ctx.append(upstream_session)
     if config.memory.enabled:
         app.cleanup_ctx.append(memory_service)
+        if config.affect.enabled:
+            app[AFFECT] = Affect(config.affect, resolve_ranges(config.knobs, config.memory))
     app.router.add_post("/api/chat", functools.partial(chat.handle, api="ollama_chat"))
     app.router.add_post("/api/generate", functools.partial(chat.handle, api="ollama_generate"))
     app.router.add_post("/v1/chat/completions", functools.partial(chat.handle, api="openai_chat"))
     app.router.add_get("/memory/search", admin.search)
+    app.router.add_get("/memory/affect", admin.affect)
     app.router.add_get("/memory/{id}", admin.get_memory)
     app.router.add_delete("/memory/{id}", admin.delete_memory)
     app.router.add_get("/healthz", admin.healthz)

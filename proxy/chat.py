@@ -12,10 +12,12 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import aiohttp
 from aiohttp import web
 
+from memory.affect import text_signals
 from memory.errors import MemoryLayerError
 from memory.types import Exchange, ExchangeStatus, MemoryBlock, Scope
 from proxy.errors import PayloadTooLarge
@@ -23,7 +25,7 @@ from proxy.headers import end_to_end, to_upstream
 from proxy.inject import inject, last_user_turn
 from proxy.passthrough import abort, upstream_request
 from proxy.scope import scope_for
-from proxy.state import CONFIG, COUNTERS, MEMORY
+from proxy.state import AFFECT, CONFIG, COUNTERS, MEMORY
 from proxy.tee import Framing, Reply, Tee, framing_for
 from proxy.wire import REQUEST_MODELS, ApiKind, decode_json_object, validate
 
@@ -34,6 +36,9 @@ STATUS_HEADER = "X-Memory-Status"
 slow: fail-open), or ``off`` (disabled by config or ``X-Memory: off``)."""
 RECALLED_HEADER = "X-Memory-Recalled"
 """Response header: how many memories were injected."""
+SAMPLING = ("temperature", "top_p")
+PROVISIONAL_OUTCOME: dict[str, float] = {"ok": 0.7, "aborted": 0.4, "failed": 0.0}
+"""Outcome fed to the affect state per exchange status until a symbiosis score exists."""
 
 
 @dataclass
@@ -59,7 +64,9 @@ async def read_body(request: web.Request) -> bytes:
         raise PayloadTooLarge(f"request body exceeds {limit} bytes") from exc
 
 
-async def recall_fail_open(request: web.Request, scope: Scope, query: str) -> MemoryBlock | None:
+async def recall_fail_open(
+    request: web.Request, scope: Scope, query: str, knobs: dict[str, float] | None
+) -> MemoryBlock | None:
     """Recall within ``memory.timeout_ms``; None (with a warning and a count) if memory fails.
 
     This is the single place where the proxy fails open on recall.
@@ -67,12 +74,32 @@ async def recall_fail_open(request: web.Request, scope: Scope, query: str) -> Me
     memory = request.app[MEMORY]
     timeout_s = request.app[CONFIG].memory.timeout_ms / 1000
     try:
-        return await asyncio.wait_for(memory.recall(scope, query), timeout_s)
+        return await asyncio.wait_for(memory.recall(scope, query, knobs), timeout_s)
     except (TimeoutError, MemoryLayerError) as exc:
         request.app[COUNTERS].fail_open += 1
         reason = f"timed out after {timeout_s:.3f}s" if isinstance(exc, TimeoutError) else exc
         log.warning("recall skipped, forwarding without memories: %s", reason)
         return None
+
+
+def steer(request: web.Request, scope: Scope, query: str) -> dict[str, float] | None:
+    """Feed the user's message to their affect state and return the knobs now (None: off)."""
+    if AFFECT not in request.app:
+        return None
+    affect = request.app[AFFECT]
+    if signals := text_signals(query):
+        affect.pulse(scope.user, signals)
+    return affect.knobs(scope.user)
+
+
+def with_sampling(api: ApiKind, body: dict[str, Any], knobs: dict[str, float]) -> dict[str, Any]:
+    """``body`` with ``temperature`` / ``top_p`` from the knobs where the client set none."""
+    if api == "openai_chat":
+        return {**{k: round(knobs[k], 3) for k in SAMPLING if body.get(k) is None}, **body}
+    options = dict(body.get("options") or {})
+    for name in SAMPLING:
+        options.setdefault(name, round(knobs[name], 3))
+    return {**body, "options": options}
 
 
 async def plan(request: web.Request, api: ApiKind) -> Plan:
@@ -86,20 +113,24 @@ async def plan(request: web.Request, api: ApiKind) -> Plan:
     if scope is None or query is None:
         status = "off" if scope is None else "none"
         return Plan(raw, model, scope, query, MemoryBlock.empty(), status)
-    block = await recall_fail_open(request, scope, query)
-    if block is None:
-        return Plan(raw, model, scope, query, MemoryBlock.empty(), "skipped")
-    if not block.text:
-        return Plan(raw, model, scope, query, block, "none")
-    request.app[COUNTERS].recalled += 1
-    log.debug(
-        "recalled %d memories (%d tokens), stage ms %s",
-        len(block.ids),
-        block.tokens,
-        {k: round(v, 2) for k, v in block.timings_ms.items()},
-    )
-    injected = json.dumps(inject(api, body, block.text), ensure_ascii=False).encode("utf-8")
-    return Plan(injected, model, scope, query, block, "injected")
+    knobs = steer(request, scope, query)
+    block = await recall_fail_open(request, scope, query, knobs)
+    if block is not None and AFFECT in request.app:
+        request.app[AFFECT].recalled(scope.user, block.best_similarity)
+    injected = block is not None and bool(block.text)
+    sampled = knobs is not None and request.app[CONFIG].knobs.sampling
+    if block is not None and injected:
+        request.app[COUNTERS].recalled += 1
+        stages = {k: round(v, 2) for k, v in block.timings_ms.items()}
+        log.debug(
+            "recalled %d memories (%d tokens), stage ms %s", len(block.ids), block.tokens, stages
+        )
+        body = inject(api, body, block.text)
+    if sampled and knobs is not None:
+        body = with_sampling(api, body, knobs)
+    sent = json.dumps(body, ensure_ascii=False).encode("utf-8") if injected or sampled else raw
+    status = "injected" if injected else ("skipped" if block is None else "none")
+    return Plan(sent, model, scope, query, block or MemoryBlock.empty(), status)
 
 
 def error_frame(framing: Framing, message: str) -> bytes:
@@ -242,3 +273,5 @@ def remember(
     except MemoryLayerError as exc:
         request.app[COUNTERS].fail_open += 1
         log.warning("exchange not queued for memory: %s", exc)
+    if AFFECT in request.app and status in PROVISIONAL_OUTCOME:
+        request.app[AFFECT].outcome(decided.scope.user, PROVISIONAL_OUTCOME[status])

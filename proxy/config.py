@@ -16,7 +16,15 @@ from typing import Any, Literal
 import yaml
 from pydantic import Field, ValidationError, field_validator, model_validator
 
-from memory.config import EmbedderConfig, Frozen, MemoryConfig, ResilienceConfig, StoreConfig
+from memory.config import (
+    AffectConfig,
+    EmbedderConfig,
+    Frozen,
+    KnobsConfig,
+    MemoryConfig,
+    ResilienceConfig,
+    StoreConfig,
+)
 from proxy.errors import ConfigError
 
 ENV_PREFIX = "SYMBIOTIC_MEMORY__"
@@ -68,6 +76,8 @@ class Config(Frozen):
     embedder: EmbedderConfig = EmbedderConfig()
     memory: MemoryConfig = MemoryConfig()
     resilience: ResilienceConfig = ResilienceConfig()
+    affect: AffectConfig = AffectConfig()
+    knobs: KnobsConfig = KnobsConfig()
     limits: LimitsConfig = LimitsConfig()
     admin: AdminConfig = AdminConfig()
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"

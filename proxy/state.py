@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import aiohttp
 from aiohttp import web
 
+from memory.affect import Affect
 from memory.resilience import CircuitBreaker
 from memory.service import MemoryService
 from proxy.config import Config
@@ -27,3 +28,4 @@ UPSTREAM = web.AppKey("upstream", aiohttp.ClientSession)
 MEMORY = web.AppKey("memory", MemoryService)
 COUNTERS = web.AppKey("counters", Counters)
 UPSTREAM_BREAKER = web.AppKey("upstream_breaker", CircuitBreaker)
+AFFECT = web.AppKey("affect", Affect)
