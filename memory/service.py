@@ -195,26 +195,41 @@ class MemoryService:
                     async with asyncio.timeout(timeout):  # not wait_for: it can swallow a cancel
                         await self._wake.wait()
                 continue
-            for row in rows:
-                await self._write_row(row)
+            await self._write_rows(rows)
 
-    async def _write_row(self, row: OutboxRow) -> None:
+    async def _write_rows(self, rows: list[OutboxRow]) -> None:
+        """Write a batch: one embedding call for all, one store call per user. A failure puts
+        the rows it concerns back for a later attempt; the others are done."""
         try:
-            await self.write(row.exchange)
+            vectors = await self._embed_for_write([row.exchange.text for row in rows])
         except MemoryLayerError as exc:
+            self._retry_later(rows, exc)
+            return
+        by_user: dict[str, list[int]] = {}
+        for index, row in enumerate(rows):
+            by_user.setdefault(row.exchange.scope.user, []).append(index)
+        for user, indices in by_user.items():
+            batch = [rows[i] for i in indices]
+            try:
+                await self._store_batch(user, batch, vectors[indices])
+            except MemoryLayerError as exc:
+                self._retry_later(batch, exc)
+                continue
+            for row in batch:
+                self.outbox.done(row.seq)
+            self.stats.written += len(batch)
+
+    def _retry_later(self, rows: list[OutboxRow], exc: Exception) -> None:
+        for row in rows:
             delay = min(self.config.retry_max_s, self.config.retry_base_s * 2**row.attempts)
             self.outbox.retry_later(row.seq, str(exc), delay)
-            self.stats.failed_attempts += 1
-            log.warning(
-                "write-back of %s failed (attempt %d, next in %.1fs): %s",
-                row.exchange.id[:12],
-                row.attempts + 1,
-                delay,
-                exc,
-            )
-        else:
-            self.outbox.done(row.seq)
-            self.stats.written += 1
+        self.stats.failed_attempts += len(rows)
+        log.warning(
+            "write-back of %d exchanges failed (next try in >= %.1fs): %s",
+            len(rows),
+            self.config.retry_base_s,
+            exc,
+        )
 
     async def _guarded(
         self, name: str, fn: Callable[[], Awaitable[T]], ceiling_ms: float, adaptive: bool
@@ -236,25 +251,32 @@ class MemoryService:
             "store", lambda: self.store.query(user, vector, k), ceiling, True
         )
 
+    async def _embed_for_write(self, texts: list[str]) -> Vectors:
+        ceiling = self.resilience.embed_timeout_ms
+        return await self._guarded("embedder", lambda: self.embedder.embed(texts), ceiling, False)
+
+    async def _store_batch(self, user: str, rows: list[OutboxRow], vectors: Vectors) -> None:
+        exchanges = [row.exchange for row in rows]
+        ids = [memory_id(e) for e in exchanges]
+        metas = [memory_metadata(e, self.embedder.name) for e in exchanges]
+        texts = [e.text for e in exchanges]
+        await self._guarded(
+            "store",
+            lambda: self.store.upsert_many(user, ids, vectors, texts, metas),
+            self.resilience.store_timeout_ms,
+            False,
+        )
+
     async def write(self, exchange: Exchange) -> str:
         """Embed and store one exchange now (through the breakers); returns the memory id.
 
         Raises:
             EmbedderError, StoreError, BreakerOpenError, DimensionMismatchError.
         """
-        r = self.resilience
-        vectors = await self._guarded(
-            "embedder", lambda: self.embedder.embed([exchange.text]), r.embed_timeout_ms, False
-        )
-        mid = memory_id(exchange)
-        meta = memory_metadata(exchange, self.embedder.name)
-        await self._guarded(
-            "store",
-            lambda: self.store.upsert(exchange.scope.user, mid, vectors[0], exchange.text, meta),
-            r.store_timeout_ms,
-            False,
-        )
-        return mid
+        vectors = await self._embed_for_write([exchange.text])
+        row = OutboxRow(seq=0, exchange=exchange, attempts=0, last_error=None)
+        await self._store_batch(exchange.scope.user, [row], vectors)
+        return memory_id(exchange)
 
     async def search(self, user: str, query: str, k: int) -> list[MemoryHit]:
         """The ``k`` memories of ``user`` nearest to ``query`` (no similarity floor)."""

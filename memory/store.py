@@ -52,6 +52,18 @@ class Store(Protocol):
         """
         ...
 
+    async def upsert_many(
+        self,
+        user: str,
+        ids: list[str],
+        vectors: Vectors,
+        texts: list[str],
+        metadatas: list[dict[str, Any]],
+    ) -> None:
+        """Insert or replace several memories of ``user`` in one call; ``vectors`` has shape
+        ``(len(ids), dim)``; a repeated id keeps its last record."""
+        ...
+
     async def query(self, user: str, vector: Vectors, k: int) -> list[MemoryHit]:
         """The ``k`` memories of ``user`` nearest to ``vector``, most similar first."""
         ...
@@ -199,18 +211,33 @@ class ChromaStore:
         self, user: str, memory_id: str, vector: Vectors, text: str, metadata: dict[str, Any]
     ) -> None:
         """See :meth:`Store.upsert`; raises DimensionMismatchError or StoreError."""
-        dim = int(vector.shape[-1])
-        embedder = str(metadata.get("embedder", ""))
+        await self.upsert_many(user, [memory_id], vector.reshape(1, -1), [text], [metadata])
+
+    async def upsert_many(
+        self,
+        user: str,
+        ids: list[str],
+        vectors: Vectors,
+        texts: list[str],
+        metadatas: list[dict[str, Any]],
+    ) -> None:
+        """See :meth:`Store.upsert_many`; raises DimensionMismatchError or StoreError."""
+        dim = int(vectors.shape[-1])
+        embedder = str(metadatas[0].get("embedder", "")) if metadatas else ""
         collection = await self._run(self._collection, user, dim, embedder)
         stored = int((collection.metadata or {}).get("dim", dim))
         if stored != dim:
             raise DimensionMismatchError(embedder, dim, collection.name, stored)
+        last = {mid: i for i, mid in enumerate(ids)}  # Chroma refuses duplicate ids in a batch
+        rows = sorted(last.values())
         await self._run(
             collection.upsert,
-            ids=[memory_id],
-            embeddings=[np.asarray(vector, dtype=np.float32).tolist()],
-            documents=[text],
-            metadatas=[to_chroma_metadata({"schema_version": SCHEMA_VERSION, **metadata})],
+            ids=[ids[i] for i in rows],
+            embeddings=np.asarray(vectors, dtype=np.float32)[rows].tolist(),
+            documents=[texts[i] for i in rows],
+            metadatas=[
+                to_chroma_metadata({"schema_version": SCHEMA_VERSION, **metadatas[i]}) for i in rows
+            ],
         )
 
     async def query(self, user: str, vector: Vectors, k: int) -> list[MemoryHit]:

@@ -65,6 +65,9 @@ class FakeOllama:
     embed_delay_s: float = 0.0
     embed_dim: int = EMBED_DIM
     chunk_delay_s: float = 0.0
+    fault: str | None = None
+    """Chaos for every generation endpoint: ``"500"``, ``"slow"`` (1.5 s before answering) or
+    ``"disconnect"`` (one frame, then the connection is cut)."""
     pull_gate: asyncio.Event = field(default_factory=asyncio.Event)
     url: str = ""
     _runner: web.AppRunner | None = None
@@ -232,6 +235,17 @@ class FakeOllama:
         await response.write_eof()
         return response
 
+    async def _fault(self, request: web.Request) -> web.StreamResponse | None:
+        """Apply ``self.fault`` (as it was when the request arrived); a response ends it early."""
+        fault = self.fault
+        if fault == "500":
+            return web.json_response({"error": "upstream exploded (chaos)"}, status=500)
+        if fault == "slow":
+            await asyncio.sleep(1.5)
+        if fault == "disconnect":
+            return await self._ndjson(request, [{"message": {"content": "par"}}], drop=True)
+        return None
+
     def _scripted_error(self, model: str) -> web.Response | None:
         if model == "missing":
             return web.json_response({"error": f"model '{model}' not found"}, status=404)
@@ -242,6 +256,8 @@ class FakeOllama:
         return None
 
     async def chat(self, request: web.Request) -> web.StreamResponse:
+        if (faulty := await self._fault(request)) is not None:
+            return faulty
         body = await request.json()
         if (failure := self._scripted_error(body["model"])) is not None:
             return failure
@@ -296,6 +312,8 @@ class FakeOllama:
         return await self._ndjson(request, frames)
 
     async def generate(self, request: web.Request) -> web.StreamResponse:
+        if (faulty := await self._fault(request)) is not None:
+            return faulty
         body = await request.json()
         if (failure := self._scripted_error(body["model"])) is not None:
             return failure
@@ -318,6 +336,8 @@ class FakeOllama:
         return await self._ndjson(request, frames)
 
     async def v1_chat(self, request: web.Request) -> web.StreamResponse:
+        if (faulty := await self._fault(request)) is not None:
+            return faulty
         body = await request.json()
         if body["model"] == "missing":
             error = {"message": "model 'missing' not found", "type": "api_error", "code": None}
