@@ -167,6 +167,9 @@ class MemoryConfig(Frozen):
     """Wrapper of the injected block; must contain ``{memories}``."""
     outbox_path: Path | None = None
     """SQLite outbox of exchanges awaiting write-back; default ``<store.path>-outbox.sqlite3``."""
+    write_delay_ms: float = Field(default=100, ge=0)
+    """Write-behind window: the writer waits this long after new exchanges arrive, so the answer
+    finishes first and several exchanges share one embedding call (they are already durable)."""
     retry_base_s: float = Field(default=0.5, gt=0)
     """First back-off after a failed write-back; doubles per attempt up to ``retry_max_s``."""
     retry_max_s: float = Field(default=60.0, gt=0)

@@ -102,6 +102,7 @@ class MemoryService:
         self.recaller = Recaller(self._recall_embed, self._recall_query, config)
         self.stats = WriteStats()
         self._wake = asyncio.Event()
+        self._urgent = False
         self._worker: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
@@ -171,13 +172,17 @@ class MemoryService:
         Returns False if ``timeout_s`` passed first (the rows stay queued).
         """
         self.outbox.retry_all_now()
+        self._urgent = True
         self._wake.set()
         deadline = None if timeout_s is None else time.monotonic() + timeout_s
-        while self.outbox.count():
-            if deadline is not None and time.monotonic() >= deadline:
-                return False
-            await asyncio.sleep(POLL_S)
-        return True
+        try:
+            while self.outbox.count():
+                if deadline is not None and time.monotonic() >= deadline:
+                    return False
+                await asyncio.sleep(POLL_S)
+            return True
+        finally:
+            self._urgent = False
 
     @property
     def pending(self) -> int:
@@ -194,6 +199,8 @@ class MemoryService:
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(timeout):  # not wait_for: it can swallow a cancel
                         await self._wake.wait()
+                if not self._urgent:  # let the answer finish and more exchanges gather
+                    await asyncio.sleep(self.config.write_delay_ms / 1000)
                 continue
             await self._write_rows(rows)
 

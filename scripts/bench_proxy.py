@@ -14,7 +14,11 @@ as it would be between the turns of a real conversation.
 Baselines in the same run: memory's cost is (c) - (b), the relay's cost is (b) - (a), both on
 streamed (NDJSON) requests. Without the drain between requests the writer's embedding and
 upsert compete for the CPU with the next request, which is what a burst of requests would see.
-Last line: ``memory_added_p50_ms=A memory_added_p99_ms=B relay_added_p50_ms=C writeback_ms=D``.
+It also times the one piece of memory work on the response path, the outbox append, alone
+(``--requests`` x 5 appends of a typical exchange).
+
+Last line: ``memory_added_p50_ms=A memory_added_p99_ms=B relay_added_p50_ms=C writeback_ms=D
+outbox_append_p99_ms=E``.
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ from aiohttp import web
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from memory.outbox import Outbox  # noqa: E402
 from memory.types import Exchange, Scope  # noqa: E402
 from proxy.app import create_app  # noqa: E402
 from proxy.config import Config  # noqa: E402
@@ -115,14 +120,40 @@ async def main(requests: int, memories: int) -> None:
         await off.cleanup()
         await on.cleanup()
     await fake.close()
+    append = outbox_append_ms(requests * 5)
+    print(f"{'outbox append (on the path)':<28} p50={append[0]:7.3f} ms  p99={append[1]:7.3f} ms")
     memory_on, memory_off = rows["proxy, memory on (ndjson)"], rows["proxy, memory off (ndjson)"]
     relay, direct = memory_off, rows["direct (ndjson)"]
     print(
         f"memory_added_p50_ms={memory_on[0] - memory_off[0]:.2f} "
         f"memory_added_p99_ms={memory_on[1] - memory_off[1]:.2f} "
         f"relay_added_p50_ms={relay[0] - direct[0]:.2f} "
-        f"writeback_ms={float(np.median(writeback)):.2f}"
+        f"writeback_ms={float(np.median(writeback)):.2f} "
+        f"outbox_append_p99_ms={append[1]:.3f}"
     )
+
+
+def outbox_append_ms(count: int) -> tuple[float, float]:
+    """p50 and p99 of appending a typical exchange to a fresh outbox."""
+    with tempfile.TemporaryDirectory() as tmp:
+        outbox = Outbox(Path(tmp) / "outbox.sqlite3")
+        outbox.open()
+        times = []
+        for i in range(count):
+            exchange = Exchange(
+                scope=Scope("bench", "s1"),
+                endpoint="/api/chat",
+                model="llama3.2",
+                user_text=f"What did I say about my {TOPICS[i % len(TOPICS)]}? " * 4,
+                reply="You told me about it last week, and here is what you said. " * 8,
+                started_at=time.time(),
+                metrics={"eval_count": 120, "prompt_eval_count": 300, "done_reason": "stop"},
+            )
+            t0 = time.perf_counter()
+            outbox.append(exchange)
+            times.append((time.perf_counter() - t0) * 1e3)
+        outbox.close()
+    return float(np.percentile(times, 50)), float(np.percentile(times, 99))
 
 
 if __name__ == "__main__":
