@@ -287,7 +287,11 @@ async def export(world: World, user: str) -> list[dict[str, object]]:
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
     )
-    out, err = await proc.communicate()
+    try:
+        out, err = await asyncio.wait_for(proc.communicate(), 300)
+    except TimeoutError:
+        proc.kill()
+        raise
     if proc.returncode != 0:
         raise RuntimeError(f"export failed: {err.decode()}")
     return [json.loads(line) for line in out.decode().splitlines()]

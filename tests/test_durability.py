@@ -109,7 +109,11 @@ async def export(config: Path, user: str) -> list[dict]:
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
     )
-    out, err = await asyncio.wait_for(proc.communicate(), 120)
+    try:
+        out, err = await asyncio.wait_for(proc.communicate(), 120)
+    except TimeoutError:
+        proc.kill()
+        raise
     assert proc.returncode == 0, err.decode()
     return [json.loads(line) for line in out.decode().splitlines()]
 

@@ -65,7 +65,11 @@ async def test_serve_runs_proxies_and_shuts_down_cleanly(fake: FakeOllama, tmp_p
             await client.chat(model="m", messages=[{"role": "user", "content": "I am Eve"}])
     finally:
         proc.send_signal(signal.SIGINT)
-        out, err = await asyncio.wait_for(proc.communicate(), 30)
+        try:
+            out, err = await asyncio.wait_for(proc.communicate(), 30)
+        except TimeoutError:
+            proc.kill()
+            raise
     assert proc.returncode == 0, err.decode()
     assert f"listening on http://127.0.0.1:{port}" in out.decode()
     assert b"Traceback" not in err
@@ -96,7 +100,11 @@ async def test_serve_port_in_use_is_one_line(fake: FakeOllama, tmp_path: Path):
             stderr=asyncio.subprocess.PIPE,
             env=env,
         )
-        _, err = await asyncio.wait_for(proc.communicate(), 60)
+        try:
+            _, err = await asyncio.wait_for(proc.communicate(), 60)
+        except TimeoutError:
+            proc.kill()
+            raise
     assert proc.returncode == 1
     lines = [line for line in err.decode().splitlines() if line.startswith("symbiotic-memory:")]
     assert len(lines) == 1 and "address" in lines[0].lower()
