@@ -83,12 +83,9 @@ async def test_adaptive_budget_trips_on_a_dependency_turning_slow():
         await asyncio.sleep(0.2)
         return "late"
 
-    loop = asyncio.get_running_loop()
-    started = loop.time()
-    for _ in range(2):
+    for _ in range(2):  # 0.2 s is well inside the 2 s ceiling: only the learned budget cuts it
         with pytest.raises(TimeoutError):
             await breaker.call(slow, 2000, adaptive=True)
-    assert loop.time() - started < 0.3  # two calls cut at ~20 ms each, not 2 s
     assert breaker.state == "open"
 
 
@@ -97,7 +94,7 @@ async def test_slow_embedder_trips_and_chat_skips_memory_fast(
 ):
     proxy = await start_proxy(
         memory={"timeout_ms": 1000},
-        resilience={"failure_threshold": 2, "reset_timeout_s": 60, "min_budget_ms": 50},
+        resilience={"failure_threshold": 2, "reset_timeout_s": 2, "min_budget_ms": 50},
     )
     body = {"model": "m", "messages": [{"role": "user", "content": "hello"}], "stream": False}
     async with aiohttp.ClientSession() as http:
@@ -107,16 +104,17 @@ async def test_slow_embedder_trips_and_chat_skips_memory_fast(
         await proxy.flush()
         fake.embed_delay_s = 0.5
         statuses = []
-        loop = asyncio.get_running_loop()
-        started = loop.time()
+        embeds_before = len(fake.calls("/api/embed"))
         for _ in range(4):
             async with http.post(f"{proxy.url}/api/chat", json=body) as r:
                 assert r.status == 200
                 statuses.append(r.headers[STATUS_HEADER])
-        elapsed = loop.time() - started
+    # 0.5 s fits the 1 s recall budget, so only the adaptive budget can have cut these short;
+    # after two cuts the breaker is open and the embedder is not even called.
     assert statuses == ["skipped"] * 4
     assert proxy.memory.breakers["embedder"].state == "open"
-    assert elapsed < 1.0  # cut at the adaptive budget, then refused at once: never 4 x 1 s
+    recall_embeds = [r for r in fake.calls("/api/embed")[embeds_before:] if b"hello" in r.body]
+    assert len(recall_embeds) == 2
 
 
 async def test_upstream_breaker_answers_503_fast_then_recovers(start_proxy: StartProxy):
