@@ -155,8 +155,12 @@ class MemoryConfig(Frozen):
     """Recall and write-back behaviour."""
 
     enabled: bool = True
-    k: int = Field(default=5, ge=1, le=100)
-    """Candidates taken from the store per recall."""
+    k: int = Field(default=5, ge=1, le=500)
+    """Most memories injected per request (the token budget may allow fewer)."""
+    candidates: int = Field(default=30, ge=1, le=2000)
+    """Candidates each retriever (dense, lexical) contributes, at least ``4 * k``."""
+    lexical: bool = True
+    """Fuse BM25 matches with the dense ones (reciprocal rank fusion)."""
     max_tokens: int = Field(default=512, ge=32)
     """Upper bound of the injected block in cl100k tokens, template included."""
     min_similarity: float = Field(default=0.25, ge=-1.0, le=1.0)

@@ -26,6 +26,7 @@ from memory.config import (
 )
 from memory.embedders import Embedder, Vectors, make_embedder
 from memory.errors import EmbedderError, MemoryLayerError, StoreError
+from memory.lexical import LexicalIndex
 from memory.outbox import Outbox, OutboxRow
 from memory.recall import Recaller
 from memory.resilience import CircuitBreaker
@@ -99,7 +100,12 @@ class MemoryService:
             )
             for name in ("embedder", "store")
         }
-        self.recaller = Recaller(self._recall_embed, self._recall_query, config)
+        self.recaller = Recaller(
+            self._recall_embed, self._recall_query, config, self._recall_lexical
+        )
+        self._lexical: dict[str, LexicalIndex] = {}
+        self._lexical_dirty: set[str] = set()
+        self._lexical_tasks: dict[str, asyncio.Task[None]] = {}
         self.stats = WriteStats()
         self._wake = asyncio.Event()
         self._urgent = False
@@ -141,6 +147,9 @@ class MemoryService:
                 log.warning("shutdown: %d exchanges stay in the outbox", self.outbox.count())
             self._worker.cancel()
             await asyncio.gather(self._worker, return_exceptions=True)
+        for task in list(self._lexical_tasks.values()):
+            task.cancel()
+        await asyncio.gather(*self._lexical_tasks.values(), return_exceptions=True)
         self.outbox.close()
         await self.embedder.aclose()
         await self.store.close()
@@ -225,6 +234,7 @@ class MemoryService:
             for row in batch:
                 self.outbox.done(row.seq)
             self.stats.written += len(batch)
+            self._lexical_changed(user)
 
     def _retry_later(self, rows: list[OutboxRow], exc: Exception) -> None:
         for row in rows:
@@ -251,6 +261,42 @@ class MemoryService:
     async def _recall_embed(self, texts: list[str]) -> Vectors:
         ceiling = min(self.resilience.embed_timeout_ms, self.config.timeout_ms)
         return await self._guarded("embedder", lambda: self.embedder.embed(texts), ceiling, True)
+
+    async def _recall_lexical(self, user: str, query: str, k: int) -> list[MemoryHit]:
+        """BM25 matches from the user's in-memory index; none while it is (re)built."""
+        if not self.config.lexical:
+            return []
+        index = self._lexical.get(user)
+        if index is None:
+            self._lexical_changed(user)
+            return []
+        return index.search(query, k)
+
+    def _lexical_changed(self, user: str) -> None:
+        """The user's memories changed: rebuild their BM25 index in the background."""
+        if not self.config.lexical:
+            return
+        self._lexical_dirty.add(user)
+        if user not in self._lexical_tasks:
+            task = asyncio.create_task(self._rebuild_lexical(user), name=f"bm25-{user[:16]}")
+            self._lexical_tasks[user] = task
+
+    async def _rebuild_lexical(self, user: str) -> None:
+        try:
+            while user in self._lexical_dirty:
+                self._lexical_dirty.discard(user)
+                hits = await self.store.all(user)
+                self._lexical[user] = await asyncio.to_thread(LexicalIndex, hits)
+        except MemoryLayerError as exc:
+            log.warning("BM25 index not rebuilt, recall is dense-only for now: %s", exc)
+        finally:
+            self._lexical_tasks.pop(user, None)
+
+    async def lexical_ready(self, user: str) -> None:
+        """Wait until the user's BM25 index reflects every memory written so far."""
+        self._lexical_changed(user)
+        while (task := self._lexical_tasks.get(user)) is not None:
+            await asyncio.shield(task)
 
     async def _recall_query(self, user: str, vector: Vectors, k: int) -> list[MemoryHit]:
         ceiling = min(self.resilience.store_timeout_ms, self.config.timeout_ms)
@@ -295,7 +341,11 @@ class MemoryService:
 
     async def delete(self, user: str, mid: str) -> bool:
         """Hard-delete one memory of ``user``; False if ``user`` has none with that id."""
-        return await self.store.delete(user, mid)
+        deleted = await self.store.delete(user, mid)
+        if deleted:
+            self._lexical.pop(user, None)  # a deleted memory must not be recalled meanwhile
+            self._lexical_changed(user)
+        return deleted
 
     async def health(self) -> dict[str, Any]:
         """``{"store": {...}, "embedder": {...}, "writer": {...}}`` with ``ok`` flags."""

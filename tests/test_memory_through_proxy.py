@@ -8,6 +8,7 @@ import aiohttp
 import ollama
 import openai
 
+from memory.types import Scope
 from proxy.chat import RECALLED_HEADER, STATUS_HEADER
 from proxy.state import COUNTERS
 from tests.conftest import RunningProxy, StartProxy
@@ -299,3 +300,21 @@ async def test_write_back_retries_until_the_embedder_returns(
     assert (proxy.memory.stats.written, proxy.memory.pending) == (1, 0)
     (hit,) = await proxy.memory.search("alice", FACT, 1)
     assert FACT in hit.text
+
+
+async def test_hybrid_recall_finds_a_rare_word_and_forgets_deleted(
+    proxy: RunningProxy, fake: FakeOllama
+):
+    client = ollama_client(proxy, "alice")
+    for text in ["My wifi password is Xq7-zebra-Lantern", "I like long walks", "Tea over coffee"]:
+        await client.chat(model="m", messages=[{"role": "user", "content": text}], stream=False)
+    await proxy.flush()
+    await proxy.memory.lexical_ready("alice")
+    block = await proxy.memory.recall(Scope("alice"), "zebra lantern?")
+    assert "Xq7-zebra-Lantern" in block.text and block.timings_ms["lexical"] >= 0
+    (hit,) = [h for h in await proxy.memory.search("alice", "wifi password", 3) if "wifi" in h.text]
+    assert await proxy.memory.delete("alice", hit.id)
+    block = await proxy.memory.recall(Scope("alice"), "zebra lantern?")
+    assert "zebra" not in block.text
+    await proxy.memory.lexical_ready("alice")
+    assert "zebra" not in (await proxy.memory.recall(Scope("alice"), "zebra lantern?")).text
