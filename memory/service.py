@@ -36,6 +36,8 @@ from memory.types import Exchange, MemoryBlock, MemoryHit, Scope, sha256_json
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
+INGEST_ENDPOINT = "ingest"
+"""``Exchange.endpoint`` of memories loaded by ``symbiotic-memory ingest``."""
 POLL_S = 0.01
 """How often ``flush`` looks at the outbox."""
 
@@ -389,8 +391,11 @@ class MemoryService:
 
 
 def keepable(exchange: Exchange) -> bool:
-    """Only complete, successful exchanges with a user turn and an answer become memories."""
-    return exchange.status == "ok" and bool(exchange.user_text.strip() and exchange.reply.strip())
+    """Only complete, successful exchanges with a user turn and an answer become memories
+    (ingested history may also hold single messages)."""
+    if exchange.status != "ok" or not exchange.user_text.strip():
+        return False
+    return bool(exchange.reply.strip()) or exchange.endpoint == INGEST_ENDPOINT
 
 
 def build_memory_service(

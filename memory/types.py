@@ -50,7 +50,10 @@ class Exchange:
 
     @property
     def text(self) -> str:
-        """The text embedded and stored for this exchange (the prototype's own layout)."""
+        """The text embedded and stored: ``User: ...\\nAssistant: ...`` (the prototype's own
+        layout), or the message alone for a single ingested message."""
+        if not self.reply:
+            return self.user_text
         return f"User: {self.user_text}\nAssistant: {self.reply}"
 
 

@@ -7,6 +7,7 @@ import asyncio
 import json
 import logging
 import sys
+import time
 from pathlib import Path
 
 import aiohttp
@@ -14,6 +15,7 @@ from aiohttp import web
 
 from memory.errors import MemoryLayerError
 from memory.export import export_user
+from memory.ingest import drain, queue, read_messages
 from memory.service import build_memory_service
 from proxy import __version__
 from proxy.app import create_app
@@ -33,6 +35,12 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--config", type=Path, help="YAML config file (default: built-in defaults)")
     show = commands.add_parser("config", help="print the effective configuration as JSON")
     show.add_argument("--config", type=Path, help="YAML config file")
+    ingest = commands.add_parser(
+        "ingest", help="load conversation history (JSONL of {role, content, timestamp?, session?})"
+    )
+    ingest.add_argument("file", type=Path, help="JSONL file (or one JSON array) of messages")
+    ingest.add_argument("--user", default="default", help="whose memories these become")
+    ingest.add_argument("--config", type=Path, help="YAML config file")
     memories = commands.add_parser("memories", help="inspect stored memories")
     memory_commands = memories.add_subparsers(dest="memories_command", required=True)
     export = memory_commands.add_parser(
@@ -80,6 +88,40 @@ async def export(config: Config, user: str, drain_timeout_s: float) -> int:
     return len(records)
 
 
+async def ingest_file(config: Config, path: Path, user: str) -> int:
+    """Ingest ``path`` for ``user``; returns the exit status."""
+    try:
+        with path.open(encoding="utf-8") as handle:
+            messages, problems = read_messages(handle, time.time())
+    except (OSError, UnicodeDecodeError) as exc:
+        print(f"symbiotic-memory: cannot read {path}: {exc}", file=sys.stderr)
+        return 1
+    for problem in problems:
+        print(f"symbiotic-memory: {path}: {problem} (skipped)", file=sys.stderr)
+    async with aiohttp.ClientSession() as session:
+        service = build_memory_service(
+            config.memory,
+            config.store,
+            config.embedder,
+            config.upstream.url,
+            session,
+            config.resilience,
+        )
+        await service.start()
+        try:
+            queued = queue(service, messages, user)
+            stored = await drain(service, queued, progress=sys.stderr.isatty())
+        finally:
+            await service.close(timeout_s=0)
+    print(
+        f"ingested {len(messages)} messages as {queued} memories for {user!r}"
+        f"{'' if stored else ' (some wait in the outbox: the embedder or store failed)'}; "
+        f"{len(problems)} bad records skipped",
+        file=sys.stderr,
+    )
+    return 0 if stored else 1
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point; returns the process exit status."""
     args = build_parser().parse_args(argv)
@@ -88,6 +130,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "config":
             print(config.model_dump_json(indent=2))
             return 0
+        if args.command == "ingest":
+            logging.basicConfig(level="WARNING", format="symbiotic-memory: %(message)s")
+            return asyncio.run(ingest_file(config, args.file, args.user))
         if args.command == "memories":
             logging.basicConfig(level="WARNING", format="symbiotic-memory: %(message)s")
             asyncio.run(export(config, args.user, args.drain_timeout))

@@ -1,0 +1,203 @@
+#!/usr/bin/env python3
+"""LoCoMo: recall of evidence turns within a token budget, the project vs two baselines.
+
+For each conversation in ``--data`` (LoCoMo's JSON, Maharana et al., ACL 2024), every turn is
+ingested with its session date into a fresh store through the project's own ingest and write
+path (one memory per turn: ``"Speaker: text"``, plus ``[shares a photo: caption]`` when the turn
+has one). Then each question of categories 1-4 (1 multi-hop, 2 temporal, 3 open-domain,
+4 single-hop: the dataset's own mapping) goes through the project's own recall as the query,
+and the exact block the proxy would inject (within ``--budget`` cl100k tokens) is checked: an
+evidence turn counts when its text is in the block. The baselines, in the same run, with the
+same embedder, budget and renderer: plain dense top-k over turns, and BM25 over turns.
+
+    python scripts/bench_locomo.py --data ../shared/data/locomo/locomo_dev3.json \\
+        --budget 1000 --out /tmp/locomo.jsonl [--embedder all-MiniLM-L6-v2]
+
+Writes one JSON line per question to ``--out``: ``{"sample_id", "question", "category",
+"evidence", "injected", "retrieval_ms"}`` (retrieval time excludes the query's embedding).
+Last line: ``recall@{B}tok=R dense=D bm25=M p50_ms=T``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import re
+import sys
+import tempfile
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from memory.config import EmbedderConfig, MemoryConfig, StoreConfig
+from memory.ingest import Message, drain, queue
+from memory.lexical import LexicalIndex
+from memory.recall import render_block
+from memory.service import MemoryService, build_memory_service
+from memory.types import MemoryHit, Scope
+
+CATEGORIES = {1: "multi-hop", 2: "temporal", 3: "open-domain", 4: "single-hop"}
+USER = "locomo"
+
+
+def session_time(text: str) -> float:
+    """``"1:56 pm on 8 May, 2023"`` -> Unix seconds (UTC)."""
+    parsed = datetime.strptime(text.strip(), "%I:%M %p on %d %B, %Y")
+    return parsed.replace(tzinfo=UTC).timestamp()
+
+
+def turns_of(sample: dict[str, Any]) -> list[dict[str, Any]]:
+    """Every turn with its session date, in order (sessions counted from ``session_N`` keys)."""
+    conv = sample["conversation"]
+    numbers = sorted(int(k.split("_")[1]) for k in conv if re.fullmatch(r"session_\d+", k))
+    out = []
+    for n in numbers:
+        stamp = session_time(conv[f"session_{n}_date_time"])
+        for turn in conv[f"session_{n}"]:
+            doc = f"{turn['speaker']}: {turn['text']}"
+            if turn.get("blip_caption"):
+                doc += f" [shares a photo: {turn['blip_caption']}]"
+            out.append(
+                {
+                    "id": turn["dia_id"],
+                    "text": turn["text"],
+                    "doc": doc,
+                    "at": stamp,
+                    "session": str(n),
+                }
+            )
+    return out
+
+
+def evidence_ids(qa: dict[str, Any], known: set[str]) -> list[str]:
+    """Evidence ids, split on ``;``, ``,`` and spaces; ids that match no turn are skipped."""
+    ids = [x for e in qa.get("evidence", []) for x in re.split(r"[;,\s]+", e) if x]
+    return [x for x in ids if x in known]
+
+
+def hit_rate(block: str, texts: list[str]) -> int:
+    return sum(1 for t in texts if t in block)
+
+
+async def run_conversation(
+    sample: dict[str, Any], args: argparse.Namespace, out: Any, tally: dict[str, Any]
+) -> None:
+    turns = turns_of(sample)
+    by_id = {t["id"]: t for t in turns}
+    with tempfile.TemporaryDirectory(prefix="locomo-") as tmp:
+        memory = MemoryConfig(
+            k=500, candidates=args.candidates, max_tokens=args.budget, min_similarity=-1.0
+        )
+        async with aiohttp.ClientSession() as session:
+            service = build_memory_service(
+                memory,
+                StoreConfig(path=Path(tmp) / "chroma"),
+                EmbedderConfig(kind="sentence-transformers", model=args.embedder),
+                "http://127.0.0.1:9",
+                session,
+            )
+            await service.start()
+            try:
+                await ingest_and_ask(service, sample, turns, by_id, args, out, tally)
+            finally:
+                await service.close(timeout_s=0)
+
+
+async def ingest_and_ask(
+    service: MemoryService,
+    sample: dict[str, Any],
+    turns: list[dict[str, Any]],
+    by_id: dict[str, dict[str, Any]],
+    args: argparse.Namespace,
+    out: Any,
+    tally: dict[str, Any],
+) -> None:
+    messages = [Message(i, "user", t["doc"], t["at"], t["session"]) for i, t in enumerate(turns)]
+    queued = queue(service, messages, USER)
+    if not await drain(service, queued, progress=False):
+        raise RuntimeError("ingest failed")
+    await service.lexical_ready(USER)
+    vectors = await service.embedder.embed([t["doc"] for t in turns])
+    hits = [MemoryHit(t["id"], t["doc"], {"event_at": t["at"]}) for t in turns]
+    bm25 = LexicalIndex(hits)
+    template = service.config.template
+    qas = [q for q in sample["qa"] if q.get("category") in CATEGORIES]
+    for qa in qas:
+        evidence = evidence_ids(qa, set(by_id))
+        if not evidence:
+            continue
+        texts = [by_id[e]["text"] for e in evidence]
+        block = await service.recall(Scope(USER), qa["question"])
+        ms = sum(v for k, v in block.timings_ms.items() if k != "embed")
+        qv = (await service.embedder.embed([qa["question"]]))[0]
+        dense_order = [hits[i] for i in np.argsort(-(vectors @ qv))]
+        dense = render_block(dense_order, template, args.budget)
+        lexical = render_block(bm25.search(qa["question"], len(hits)), template, args.budget)
+        cat = qa["category"]
+        for name, text in (("project", block.text), ("dense", dense.text), ("bm25", lexical.text)):
+            found = hit_rate(text, texts)
+            tally[name][cat][0] += found
+            tally[name][cat][1] += len(texts)
+        tally["ms"].append(ms)
+        out.write(
+            json.dumps(
+                {
+                    "sample_id": sample["sample_id"],
+                    "question": qa["question"],
+                    "category": cat,
+                    "evidence": evidence,
+                    "injected": block.text,
+                    "retrieval_ms": round(ms, 3),
+                }
+            )
+            + "\n"
+        )
+
+
+def overall(per_cat: dict[int, list[int]]) -> float:
+    hit = sum(v[0] for v in per_cat.values())
+    total = sum(v[1] for v in per_cat.values())
+    return hit / max(1, total)
+
+
+async def main(args: argparse.Namespace, samples: list[dict[str, Any]], out: Any) -> None:
+    tally: dict[str, Any] = {
+        n: {c: [0, 0] for c in CATEGORIES} for n in ("project", "dense", "bm25")
+    }
+    tally["ms"] = []
+    for sample in samples:
+        print(f"{sample['sample_id']}: ingesting and asking", file=sys.stderr, flush=True)
+        await run_conversation(sample, args, out, tally)
+    print(f"LoCoMo, {len(samples)} conversations, budget {args.budget} tokens, {args.embedder}")
+    print(f"{'':<10}" + "".join(f"{CATEGORIES[c]:>13}" for c in CATEGORIES) + f"{'overall':>10}")
+    for name in ("project", "dense", "bm25"):
+        cells = "".join(
+            f"{tally[name][c][0] / max(1, tally[name][c][1]):>13.3f}" for c in CATEGORIES
+        )
+        print(f"{name:<10}{cells}{overall(tally[name]):>10.3f}")
+    ms = np.asarray(tally["ms"])
+    p50, p95 = float(np.percentile(ms, 50)), float(np.percentile(ms, 95))
+    print(f"recall latency excluding the query embedding: p50 {p50:.1f} ms, p95 {p95:.1f} ms")
+    print(
+        f"recall@{args.budget}tok={overall(tally['project']):.3f} "
+        f"dense={overall(tally['dense']):.3f} bm25={overall(tally['bm25']):.3f} p50_ms={p50:.1f}"
+    )
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", required=True)
+    parser.add_argument("--budget", type=int, default=1000)
+    parser.add_argument("--out", required=True)
+    parser.add_argument("--embedder", default="all-MiniLM-L6-v2")
+    parser.add_argument("--candidates", type=int, default=100)
+    arguments = parser.parse_args()
+    data = json.loads(Path(arguments.data).read_text(encoding="utf-8"))
+    with open(arguments.out, "w", encoding="utf-8") as handle:
+        asyncio.run(main(arguments, data, handle))
