@@ -161,6 +161,8 @@ class MemoryConfig(Frozen):
     """Candidates each retriever (dense, lexical) contributes, at least ``4 * k``."""
     lexical: bool = True
     """Fuse BM25 matches with the dense ones (reciprocal rank fusion)."""
+    neighbour_weight: float = Field(default=0.5, ge=0, le=1)
+    """Share of a strong candidate's score given to the memories next to it in its session."""
     max_tokens: int = Field(default=512, ge=32)
     """Upper bound of the injected block in cl100k tokens, template included."""
     min_similarity: float = Field(default=0.25, ge=-1.0, le=1.0)

@@ -22,6 +22,8 @@ QueryFn = Callable[[str, Vectors, int], Awaitable[list[MemoryHit]]]
 Knobs = Mapping[str, float]
 LexicalFn = Callable[[str, str, int], Awaitable[list[MemoryHit]]]
 """(user, query text, k) -> the user's k best lexical matches, best first."""
+NeighboursFn = Callable[[str], Callable[[str], list[MemoryHit]]]
+"""user -> (memory id -> the memories next to it in its session)."""
 """(user, vector, k) -> the user's k nearest memories, most similar first."""
 
 
@@ -115,15 +117,18 @@ def render_block(
     return MemoryBlock.empty()
 
 
-def reciprocal_rank_fusion(rankings: Sequence[Sequence[MemoryHit]], k: int = 60) -> list[MemoryHit]:
-    """Fuse ranked lists by reciprocal rank: ``score(d) = sum_r 1 / (k + rank_r(d))``.
+def rrf_scores(
+    rankings: Sequence[Sequence[MemoryHit]], k: int = 60
+) -> tuple[dict[str, float], dict[str, MemoryHit]]:
+    """Reciprocal rank fusion: ``score(d) = sum_r 1 / (k + rank_r(d))``, and the records.
 
     Cormack, Clarke and Buettcher, "Reciprocal Rank Fusion outperforms Condorcet and individual
     rank learning methods", SIGIR 2009 (k = 60 there). A memory found by several retrievers keeps
     the first list's record (the dense one, which carries the cosine similarity).
 
     >>> a, b, c = (MemoryHit(i, i, {}) for i in "abc")
-    >>> [h.id for h in reciprocal_rank_fusion([[a, b], [b, c]])]
+    >>> scores, _ = rrf_scores([[a, b], [b, c]])
+    >>> sorted(scores, key=lambda i: -scores[i])
     ['b', 'a', 'c']
     """
     scores: dict[str, float] = {}
@@ -132,7 +137,34 @@ def reciprocal_rank_fusion(rankings: Sequence[Sequence[MemoryHit]], k: int = 60)
         for rank, hit in enumerate(ranking, start=1):
             scores[hit.id] = scores.get(hit.id, 0.0) + 1.0 / (k + rank)
             records.setdefault(hit.id, hit)
-    return [records[i] for i in sorted(scores, key=lambda i: -scores[i])]
+    return scores, records
+
+
+def spread_to_neighbours(
+    scores: dict[str, float],
+    records: dict[str, MemoryHit],
+    neighbours: Callable[[str], list[MemoryHit]],
+    alpha: float = 0.5,
+    top: int = 30,
+) -> list[MemoryHit]:
+    """Rank with context: a memory adjacent (same session, next to it in time) to a strong
+    candidate gains ``alpha`` times that candidate's score, so the turn that answers, or the
+    question before it, comes along. Returns the records best first.
+
+    >>> a, b, c = (MemoryHit(i, i, {}) for i in "abc")
+    >>> near = {"a": [b], "b": [a, c], "c": [b]}
+    >>> [h.id for h in spread_to_neighbours({"a": 1.0, "c": 0.4}, {"a": a, "c": c},
+    ...                                     lambda i: near[i])]
+    ['a', 'b', 'c']
+    """
+    spread = dict(scores)
+    for mid in sorted(scores, key=lambda i: -scores[i])[:top]:
+        for hit in neighbours(mid):
+            gain = scores.get(hit.id, 0.0) + alpha * scores[mid]
+            if gain > spread.get(hit.id, 0.0):
+                spread[hit.id] = gain
+                records.setdefault(hit.id, hit)
+    return [records[i] for i in sorted(spread, key=lambda i: -spread[i])]
 
 
 class Recaller:
@@ -146,10 +178,12 @@ class Recaller:
         query: QueryFn,
         config: MemoryConfig,
         lexical: LexicalFn | None = None,
+        neighbours: NeighboursFn | None = None,
     ) -> None:
         self._embed = embed
         self._query = query
         self._lexical = lexical
+        self._neighbours = neighbours
         self._config = config
 
     async def candidates(self, scope: Scope, query: str, k: int) -> list[MemoryHit]:
@@ -170,7 +204,13 @@ class Recaller:
         lexical = await self._lexical(scope.user, query, pool) if self._lexical else []
         t3 = time.perf_counter()
         kept = [h for h in dense if (h.similarity or 0.0) >= floor]
-        fused = reciprocal_rank_fusion([kept, lexical]) if lexical else kept
+        scores, records = rrf_scores([kept, lexical])
+        if self._neighbours is not None and self._config.neighbour_weight > 0:
+            fused = spread_to_neighbours(
+                scores, records, self._neighbours(scope.user), self._config.neighbour_weight
+            )
+        else:
+            fused = [records[i] for i in sorted(scores, key=lambda i: -scores[i])]
         t4 = time.perf_counter()
         block = render_block(fused, self._config.template, max_tokens, max_items=k)
         t5 = time.perf_counter()

@@ -103,7 +103,7 @@ class MemoryService:
             for name in ("embedder", "store")
         }
         self.recaller = Recaller(
-            self._recall_embed, self._recall_query, config, self._recall_lexical
+            self._recall_embed, self._recall_query, config, self._recall_lexical, self._neighbours
         )
         self._lexical: dict[str, LexicalIndex] = {}
         self._lexical_dirty: set[str] = set()
@@ -274,6 +274,10 @@ class MemoryService:
             return []
         return index.search(query, k)
 
+    def _neighbours(self, user: str) -> Callable[[str], list[MemoryHit]]:
+        index = self._lexical.get(user)
+        return index.neighbours if index is not None else lambda _mid: []
+
     def _lexical_changed(self, user: str) -> None:
         """The user's memories changed: rebuild their BM25 index in the background."""
         if not self.config.lexical:
@@ -301,7 +305,21 @@ class MemoryService:
             await asyncio.shield(task)
 
     async def _recall_query(self, user: str, vector: Vectors, k: int) -> list[MemoryHit]:
+        """Dense candidates. When the user's in-memory index is current, Chroma returns only
+        ids and distances and the records come from the index (much faster for large k)."""
         ceiling = min(self.resilience.store_timeout_ms, self.config.timeout_ms)
+        index = self._lexical.get(user)
+        if index is not None and user not in self._lexical_dirty:
+            light = await self._guarded(
+                "store", lambda: self.store.query(user, vector, k, ids_only=True), ceiling, True
+            )
+            records = [index.record(h.id) for h in light]
+            if all(r is not None for r in records):
+                return [
+                    MemoryHit(r.id, r.text, r.metadata, h.similarity)
+                    for r, h in zip(records, light, strict=True)
+                    if r is not None
+                ]
         return await self._guarded(
             "store", lambda: self.store.query(user, vector, k), ceiling, True
         )

@@ -64,8 +64,11 @@ class Store(Protocol):
         ``(len(ids), dim)``; a repeated id keeps its last record."""
         ...
 
-    async def query(self, user: str, vector: Vectors, k: int) -> list[MemoryHit]:
-        """The ``k`` memories of ``user`` nearest to ``vector``, most similar first."""
+    async def query(
+        self, user: str, vector: Vectors, k: int, ids_only: bool = False
+    ) -> list[MemoryHit]:
+        """The ``k`` memories of ``user`` nearest to ``vector``, most similar first; with
+        ``ids_only`` the hits carry only id and similarity (no text, no metadata: faster)."""
         ...
 
     async def get(self, user: str, memory_id: str) -> MemoryHit | None:
@@ -240,7 +243,9 @@ class ChromaStore:
             ],
         )
 
-    async def query(self, user: str, vector: Vectors, k: int) -> list[MemoryHit]:
+    async def query(
+        self, user: str, vector: Vectors, k: int, ids_only: bool = False
+    ) -> list[MemoryHit]:
         """See :meth:`Store.query`; similarity = 1 - cosine distance."""
         collection = await self._run(self._collection, user)
         if collection is None:
@@ -249,12 +254,12 @@ class ChromaStore:
             collection.query,
             query_embeddings=[np.asarray(vector, dtype=np.float32).tolist()],
             n_results=k,
-            include=["documents", "metadatas", "distances"],
+            include=["distances"] if ids_only else ["documents", "metadatas", "distances"],
         )
         ids = result["ids"][0]
-        docs = (result.get("documents") or [[]])[0]
-        metas = (result.get("metadatas") or [[]])[0]
         dists = (result.get("distances") or [[]])[0]
+        docs = (result.get("documents") or [[""] * len(ids)])[0]
+        metas = (result.get("metadatas") or [[{}] * len(ids)])[0]
         return [
             MemoryHit(id=i, text=d or "", metadata=dict(m or {}), similarity=1.0 - float(dist))
             for i, d, m, dist in zip(ids, docs, metas, dists, strict=True)

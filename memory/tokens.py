@@ -22,8 +22,9 @@ def encoding() -> tiktoken.Encoding:
     raise ValueError("no cl100k encoding available: " + "; ".join(errors))
 
 
+@functools.lru_cache(maxsize=65536)
 def count_tokens(text: str) -> int:
-    """Number of cl100k tokens in ``text``.
+    """Number of cl100k tokens in ``text`` (memoised: memories are rendered again and again).
 
     >>> count_tokens("hello world")
     2
