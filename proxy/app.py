@@ -11,7 +11,7 @@ from aiohttp import web
 
 from memory.affect import Affect, resolve_ranges
 from memory.resilience import CircuitBreaker
-from memory.service import build_memory_service
+from memory.service import MemoryService, build_memory_service
 from proxy import admin, chat
 from proxy.config import Config
 from proxy.middleware import errors_as_json
@@ -31,18 +31,24 @@ async def upstream_session(app: web.Application) -> AsyncIterator[None]:
         yield
 
 
+def memory_for(config: Config, session: aiohttp.ClientSession) -> MemoryService:
+    """The memory service ``config`` describes (nothing opened yet); ``session`` serves the
+    HTTP embedders."""
+    return build_memory_service(
+        config.memory,
+        config.store,
+        config.embedder,
+        config.upstream.url,
+        session,
+        config.resilience,
+    )
+
+
 async def memory_service(app: web.Application) -> AsyncIterator[None]:
     """Open the store and embedder, run the writer; finish queued writes on shutdown."""
     config = app[CONFIG]
     async with aiohttp.ClientSession() as session:
-        service = build_memory_service(
-            config.memory,
-            config.store,
-            config.embedder,
-            config.upstream.url,
-            session,
-            config.resilience,
-        )
+        service = memory_for(config, session)
         await service.start()
         app[MEMORY] = service
         log.info(

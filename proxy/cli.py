@@ -16,9 +16,8 @@ from aiohttp import web
 from memory.errors import MemoryLayerError
 from memory.export import export_user
 from memory.ingest import drain, queue, read_messages
-from memory.service import build_memory_service
 from proxy import __version__
-from proxy.app import create_app
+from proxy.app import create_app, memory_for
 from proxy.config import Config, load_config
 from proxy.errors import ConfigError
 
@@ -74,14 +73,7 @@ def serve(config: Config) -> None:
 async def export(config: Config, user: str, drain_timeout_s: float) -> int:
     """Print ``user``'s memories as JSONL; returns how many were printed."""
     async with aiohttp.ClientSession() as session:
-        service = build_memory_service(
-            config.memory,
-            config.store,
-            config.embedder,
-            config.upstream.url,
-            session,
-            config.resilience,
-        )
+        service = memory_for(config, session)
         records = await export_user(service, user, drain_timeout_s)
     for record in records:
         sys.stdout.write(json.dumps(record, ensure_ascii=False) + "\n")
@@ -99,14 +91,7 @@ async def ingest_file(config: Config, path: Path, user: str) -> int:
     for problem in problems:
         print(f"symbiotic-memory: {path}: {problem} (skipped)", file=sys.stderr)
     async with aiohttp.ClientSession() as session:
-        service = build_memory_service(
-            config.memory,
-            config.store,
-            config.embedder,
-            config.upstream.url,
-            session,
-            config.resilience,
-        )
+        service = memory_for(config, session)
         await service.start()
         try:
             queued = queue(service, messages, user)
