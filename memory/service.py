@@ -229,7 +229,7 @@ class MemoryService:
         for user, indices in by_user.items():
             batch = [rows[i] for i in indices]
             try:
-                await self._store_batch(user, batch, vectors[indices])
+                await self._store_batch(user, [r.exchange for r in batch], vectors[indices])
             except MemoryLayerError as exc:
                 self._retry_later(batch, exc)
                 continue
@@ -328,8 +328,7 @@ class MemoryService:
         ceiling = self.resilience.embed_timeout_ms
         return await self._guarded("embedder", lambda: self.embedder.embed(texts), ceiling, False)
 
-    async def _store_batch(self, user: str, rows: list[OutboxRow], vectors: Vectors) -> None:
-        exchanges = [row.exchange for row in rows]
+    async def _store_batch(self, user: str, exchanges: list[Exchange], vectors: Vectors) -> None:
         ids = [memory_id(e) for e in exchanges]
         metas = [memory_metadata(e, self.embedder.name) for e in exchanges]
         texts = [e.text for e in exchanges]
@@ -347,8 +346,7 @@ class MemoryService:
             EmbedderError, StoreError, BreakerOpenError, DimensionMismatchError.
         """
         vectors = await self._embed_for_write([exchange.text])
-        row = OutboxRow(seq=0, exchange=exchange, attempts=0, last_error=None)
-        await self._store_batch(exchange.scope.user, [row], vectors)
+        await self._store_batch(exchange.scope.user, [exchange], vectors)
         return memory_id(exchange)
 
     async def search(self, user: str, query: str, k: int) -> list[MemoryHit]:

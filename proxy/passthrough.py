@@ -18,7 +18,7 @@ from aiohttp import web
 from memory.errors import BreakerOpenError
 from proxy.errors import UpstreamCircuitOpen, UpstreamUnavailable
 from proxy.headers import end_to_end, to_upstream
-from proxy.state import CONFIG, UPSTREAM, UPSTREAM_BREAKER
+from proxy.state import CONFIG, COUNTERS, UPSTREAM, UPSTREAM_BREAKER
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +59,7 @@ async def upstream_request(
         if connected:
             raise
         breaker.failure(probe)
+        request.app[COUNTERS].upstream_errors += 1
         raise UpstreamUnavailable(f"upstream {url}: {type(exc).__name__}: {exc}") from exc
     finally:
         if not connected:

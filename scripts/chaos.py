@@ -33,7 +33,6 @@ import asyncio
 import json
 import os
 import signal
-import socket
 import sqlite3
 import sys
 import tempfile
@@ -48,6 +47,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from tests.fake_ollama import FakeOllama  # noqa: E402
+from tests.net import free_port, wait_listening  # noqa: E402
 
 BIN = Path(sys.executable).parent
 PHASES = [
@@ -63,25 +63,6 @@ PHASES = [
     "healthy-again",
 ]
 EXCLUDED = {"upstream-500", "upstream-disconnect", "proxy-sigkill"}
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-async def wait_port(port: int, timeout_s: float = 60) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        try:
-            _, writer = await asyncio.open_connection("127.0.0.1", port)
-            writer.close()
-            await writer.wait_closed()
-            return
-        except OSError:
-            await asyncio.sleep(0.05)
-    raise RuntimeError(f"nothing listens on {port} after {timeout_s} s")
 
 
 @dataclass
@@ -138,7 +119,7 @@ class World:
             stdout=asyncio.subprocess.DEVNULL,
             stderr=asyncio.subprocess.DEVNULL,
         )
-        await wait_port(self.chroma_port)
+        await wait_listening(self.chroma_port)
 
     async def kill_chroma(self) -> None:
         if self.chroma is not None:
@@ -155,7 +136,7 @@ class World:
             stdout=asyncio.subprocess.DEVNULL,
             stderr=open(self.tmp / "proxy.log", "ab"),  # noqa: SIM115, ASYNC230
         )
-        await wait_port(self.proxy_port)
+        await wait_listening(self.proxy_port)
 
     async def stop_proxy(self, sig: int) -> None:
         if self.proxy is not None:

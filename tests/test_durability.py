@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import json
 import signal
-import socket
 import sys
 from pathlib import Path
 
@@ -17,6 +16,7 @@ from memory.outbox import Outbox, exchange_from_json, exchange_to_json
 from memory.types import Exchange, Scope
 from tests.conftest import RunningProxy, StartProxy
 from tests.fake_ollama import FakeOllama
+from tests.net import free_port, wait_listening
 
 EXE = Path(sys.executable).parent / "symbiotic-memory"
 
@@ -69,12 +69,6 @@ async def test_second_proxy_on_the_same_outbox_refuses_to_start(start_proxy: Sta
         await start_proxy()
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 async def serve(config: Path, port: int) -> asyncio.subprocess.Process:
     proc = await asyncio.create_subprocess_exec(
         str(EXE),
@@ -84,15 +78,8 @@ async def serve(config: Path, port: int) -> asyncio.subprocess.Process:
         stdout=asyncio.subprocess.DEVNULL,
         stderr=asyncio.subprocess.PIPE,
     )
-    for _ in range(300):
-        try:
-            _, writer = await asyncio.open_connection("127.0.0.1", port)
-            writer.close()
-            await writer.wait_closed()
-            return proc
-        except OSError:
-            await asyncio.sleep(0.05)
-    raise AssertionError("serve did not start")
+    await wait_listening(port, proc)
+    return proc
 
 
 async def export(config: Path, user: str) -> list[dict]:

@@ -16,26 +16,7 @@ import ollama
 from memory.config import StoreConfig
 from memory.store import ChromaStore
 from tests.fake_ollama import TAGS_BODY, FakeOllama, embed_text
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-async def wait_listening(port: int, proc: asyncio.subprocess.Process) -> None:
-    for _ in range(200):
-        if proc.returncode is not None:
-            raise AssertionError("serve exited early")
-        try:
-            _, writer = await asyncio.open_connection("127.0.0.1", port)
-            writer.close()
-            await writer.wait_closed()
-            return
-        except OSError:
-            await asyncio.sleep(0.1)
-    raise AssertionError("serve did not listen within 20 s")
+from tests.net import free_port, wait_listening
 
 
 async def test_serve_runs_proxies_and_shuts_down_cleanly(fake: FakeOllama, tmp_path: Path):

@@ -19,17 +19,12 @@ from memory.store import ChromaStore
 from proxy.app import create_app
 from tests.conftest import StartProxy, make_config
 from tests.fake_ollama import FakeOllama
+from tests.net import free_port
 
 
 def unit(*values: float) -> np.ndarray:
     vector = np.asarray(values, dtype=np.float32)
     return vector / np.linalg.norm(vector)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @pytest.fixture(scope="module")
