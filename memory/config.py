@@ -158,11 +158,16 @@ class MemoryConfig(Frozen):
     k: int = Field(default=5, ge=1, le=500)
     """Most memories injected per request (the token budget may allow fewer)."""
     candidates: int = Field(default=30, ge=1, le=2000)
-    """Candidates each retriever (dense, lexical) contributes, at least ``4 * k``."""
+    """Dense candidates taken from the store (at least ``4 * k``) while the user's in-memory
+    index is not built yet; with the index every memory is scored."""
     lexical: bool = True
-    """Fuse BM25 matches with the dense ones (reciprocal rank fusion)."""
-    neighbour_weight: float = Field(default=0.5, ge=0, le=1)
-    """Share of a strong candidate's score given to the memories next to it in its session."""
+    """Fuse BM25 scores with the dense ones."""
+    neighbour_weight: float = Field(default=0.3, ge=0, le=1)
+    """Share of a strong memory's score given to the memories next to it in its session."""
+    recency_boost: float = Field(default=0.1, ge=0, le=1)
+    """Largest relative score boost of a just-said memory; it halves every
+    ``recency_half_life_days``. Old memories are ordered after fresh ones, never dropped."""
+    recency_half_life_days: float = Field(default=30.0, gt=0)
     max_tokens: int = Field(default=512, ge=32)
     """Upper bound of the injected block in cl100k tokens, template included."""
     min_similarity: float = Field(default=0.25, ge=-1.0, le=1.0)

@@ -2,7 +2,9 @@
 
 Input: JSONL (one message per line) or one JSON array of messages
 ``{"role": "user"|"assistant"|..., "content": str, "timestamp"?: ISO 8601 or Unix seconds,
-"session"?: str}``. A user message followed by an assistant message becomes one exchange; a
+"session"?: str, "name"?: str}``; ``name`` (as in OpenAI chat messages) is who spoke, shown
+before the text and used by recall to find what a named person said. A user message followed
+by an assistant message becomes one exchange; a
 message without its partner becomes a single-message memory. Bad lines are reported with their
 line number and skipped; the rest is still ingested.
 """
@@ -31,6 +33,7 @@ class Message:
     content: str
     timestamp: float
     session: str | None
+    name: str | None = None
 
 
 def parse_timestamp(value: Any) -> float:
@@ -66,8 +69,18 @@ def to_message(line: int, data: Any, now: float) -> Message:
     session = data.get("session")
     if session is not None and not isinstance(session, str | int):
         raise ValueError("'session' must be a string")
+    name = data.get("name")
+    if name is not None and (not isinstance(name, str) or not name.strip()):
+        raise ValueError("'name' must be a non-empty string")
     stamp = parse_timestamp(data["timestamp"]) if data.get("timestamp") is not None else now
-    return Message(line, role, content, stamp, None if session is None else str(session))
+    return Message(
+        line,
+        role,
+        content,
+        stamp,
+        None if session is None else str(session),
+        None if name is None else name.strip(),
+    )
 
 
 def read_messages(lines: Iterable[str], now: float) -> tuple[list[Message], list[str]]:
@@ -119,7 +132,8 @@ def exchanges(messages: list[Message], user: str) -> Iterator[Exchange]:
             and nxt.session == m.session
         )
         reply = nxt.content if paired and nxt is not None else ""
-        text = m.content if m.role == "user" else f"{m.role.capitalize()}: {m.content}"
+        label = m.name or (None if m.role == "user" else m.role.capitalize())
+        text = f"{label}: {m.content}" if label and not paired else m.content
         yield Exchange(
             scope=Scope(user, m.session),
             endpoint=INGEST_ENDPOINT,
@@ -128,6 +142,7 @@ def exchanges(messages: list[Message], user: str) -> Iterator[Exchange]:
             reply=reply,
             started_at=m.timestamp,
             finished_at=nxt.timestamp if paired and nxt is not None else m.timestamp,
+            speaker=m.name,
         )
         i += 2 if paired else 1
 

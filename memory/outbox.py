@@ -20,7 +20,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from memory import SCHEMA_VERSION
+from memory import READABLE_VERSIONS, SCHEMA_VERSION
 from memory.errors import OutboxBusyError, StoreError
 from memory.types import Exchange, Scope
 
@@ -59,8 +59,11 @@ def exchange_from_json(raw: str) -> Exchange:
     """Inverse of :func:`exchange_to_json`; raises ValueError on an unknown schema version."""
     data: dict[str, Any] = json.loads(raw)
     version = data.pop("schema_version", None)
-    if version != SCHEMA_VERSION:
-        raise ValueError(f"outbox record has schema_version {version}, expected {SCHEMA_VERSION}")
+    if version not in READABLE_VERSIONS:
+        raise ValueError(
+            f"outbox record has schema_version {version}, this version reads "
+            f"{sorted(READABLE_VERSIONS)}"
+        )
     data["scope"] = Scope(**data["scope"])
     return Exchange(**data)
 

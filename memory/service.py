@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
@@ -15,6 +16,7 @@ from dataclasses import asdict, dataclass
 from typing import Any, TypeVar
 
 import aiohttp
+import numpy as np
 
 from memory import SCHEMA_VERSION
 from memory.config import (
@@ -26,11 +28,11 @@ from memory.config import (
 )
 from memory.embedders import Embedder, Vectors, make_embedder
 from memory.errors import EmbedderError, MemoryLayerError, StoreError
-from memory.lexical import LexicalIndex
+from memory.index import UserIndex
 from memory.outbox import Outbox, OutboxRow
 from memory.recall import Recaller
 from memory.resilience import CircuitBreaker
-from memory.store import ChromaStore, Store
+from memory.store import ChromaStore, Store, to_chroma_metadata
 from memory.types import Exchange, MemoryBlock, MemoryHit, Scope, sha256_json
 
 log = logging.getLogger(__name__)
@@ -73,6 +75,11 @@ def memory_metadata(exchange: Exchange, embedder: str) -> dict[str, Any]:
         "finished_at": exchange.finished_at,
         "embedder": embedder,
         "thinking_chars": len(exchange.thinking),
+        "speaker": exchange.speaker,
+        "strength": 1.0,
+        "access_count": 0,
+        "valence": 0.0,
+        "provenance": [exchange.id],
         **{k: v for k, v in exchange.metrics.items() if isinstance(v, int | float | str)},
     }
 
@@ -102,12 +109,12 @@ class MemoryService:
             )
             for name in ("embedder", "store")
         }
-        self.recaller = Recaller(
-            self._recall_embed, self._recall_query, config, self._recall_lexical, self._neighbours
-        )
-        self._lexical: dict[str, LexicalIndex] = {}
-        self._lexical_dirty: set[str] = set()
-        self._lexical_tasks: dict[str, asyncio.Task[None]] = {}
+        self.recaller = Recaller(self._recall_embed, self._recall_query, config, self._index_for)
+        self._index: dict[str, UserIndex] = {}
+        self._index_added: dict[str, list[tuple[list[MemoryHit], Vectors]]] = {}
+        self._index_reload: set[str] = set()
+        self._index_tasks: dict[str, asyncio.Task[None]] = {}
+        self._accessed: dict[str, dict[str, float]] = {}
         self.stats = WriteStats()
         self._wake = asyncio.Event()
         self._urgent = False
@@ -149,9 +156,11 @@ class MemoryService:
                 log.warning("shutdown: %d exchanges stay in the outbox", self.outbox.count())
             self._worker.cancel()
             await asyncio.gather(self._worker, return_exceptions=True)
-        for task in list(self._lexical_tasks.values()):
+        for task in list(self._index_tasks.values()):
             task.cancel()
-        await asyncio.gather(*self._lexical_tasks.values(), return_exceptions=True)
+        await asyncio.gather(*self._index_tasks.values(), return_exceptions=True)
+        with contextlib.suppress(MemoryLayerError):
+            await self._flush_access()
         self.outbox.close()
         await self.embedder.aclose()
         await self.store.close()
@@ -159,8 +168,17 @@ class MemoryService:
     async def recall(
         self, scope: Scope, query: str, knobs: Mapping[str, float] | None = None
     ) -> MemoryBlock:
-        """The memory block for ``query`` in ``scope``; raises MemoryLayerError subclasses."""
-        return await self.recaller.recall(scope, query, knobs)
+        """The memory block for ``query`` in ``scope``; raises MemoryLayerError subclasses.
+
+        The injected memories' ``access_count`` and ``last_access_at`` are updated in the
+        store later, by the writer (never on the response path)."""
+        block = await self.recaller.recall(scope, query, knobs)
+        if block.ids:
+            now = time.time()
+            touched = self._accessed.setdefault(scope.user, {})
+            for mid in block.ids:
+                touched[mid] = now
+        return block
 
     def observe(self, exchange: Exchange) -> bool:
         """Durably queue a finished exchange for write-back (an outbox append, well under a
@@ -212,8 +230,45 @@ class MemoryService:
                         await self._wake.wait()
                 if not self._urgent:  # let the answer finish and more exchanges gather
                     await asyncio.sleep(self.config.write_delay_ms / 1000)
+                await self._flush_access_quietly()
                 continue
             await self._write_rows(rows)
+            await self._flush_access_quietly()
+
+    async def _flush_access_quietly(self) -> None:
+        try:
+            await self._flush_access()
+        except MemoryLayerError as exc:
+            log.warning("access statistics not saved yet: %s", exc)
+
+    async def _flush_access(self) -> None:
+        """Write ``access_count`` / ``last_access_at`` of recalled memories (one update per
+        user). Counts are read from the in-memory index, which is updated in place; a memory
+        not in the index only gets its ``last_access_at``. Kept for the next try on failure."""
+        while self._accessed:
+            user, touched = self._accessed.popitem()
+            index = self._index.get(user)
+            updates: dict[str, dict[str, Any]] = {}
+            for mid, at in touched.items():
+                update: dict[str, Any] = {"last_access_at": at}
+                record = index.record(mid) if index is not None else None
+                if record is not None:
+                    count = record.metadata.get("access_count", 0)
+                    update["access_count"] = (count if isinstance(count, int) else 0) + 1
+                    record.metadata.update(update)
+                updates[mid] = update
+            try:
+                await self._guarded(
+                    "store",
+                    functools.partial(self.store.update_metadata, user, updates),
+                    self.resilience.store_timeout_ms,
+                    False,
+                )
+            except MemoryLayerError:
+                pending = self._accessed.setdefault(user, {})
+                for mid, at in touched.items():
+                    pending.setdefault(mid, at)
+                raise
 
     async def _write_rows(self, rows: list[OutboxRow]) -> None:
         """Write a batch: one embedding call for all, one store call per user. A failure puts
@@ -229,14 +284,14 @@ class MemoryService:
         for user, indices in by_user.items():
             batch = [rows[i] for i in indices]
             try:
-                await self._store_batch(user, [r.exchange for r in batch], vectors[indices])
+                hits = await self._store_batch(user, [r.exchange for r in batch], vectors[indices])
             except MemoryLayerError as exc:
                 self._retry_later(batch, exc)
                 continue
             for row in batch:
                 self.outbox.done(row.seq)
             self.stats.written += len(batch)
-            self._lexical_changed(user)
+            self._index_changed(user, (hits, vectors[indices]))
 
     def _retry_later(self, rows: list[OutboxRow], exc: Exception) -> None:
         for row in rows:
@@ -264,62 +319,59 @@ class MemoryService:
         ceiling = min(self.resilience.embed_timeout_ms, self.config.timeout_ms)
         return await self._guarded("embedder", lambda: self.embedder.embed(texts), ceiling, True)
 
-    async def _recall_lexical(self, user: str, query: str, k: int) -> list[MemoryHit]:
-        """BM25 matches from the user's in-memory index; none while it is (re)built."""
-        if not self.config.lexical:
-            return []
-        index = self._lexical.get(user)
+    def _index_for(self, user: str) -> UserIndex | None:
+        """The user's in-memory index for recall, or None (then recall asks the store); the
+        first recall of a user starts building it."""
+        index = self._index.get(user)
         if index is None:
-            self._lexical_changed(user)
-            return []
-        return index.search(query, k)
+            self._index_changed(user)
+        return index
 
-    def _neighbours(self, user: str) -> Callable[[str], list[MemoryHit]]:
-        index = self._lexical.get(user)
-        return index.neighbours if index is not None else lambda _mid: []
+    def _index_changed(
+        self, user: str, added: tuple[list[MemoryHit], Vectors] | None = None
+    ) -> None:
+        """Memories of ``user`` were written (``added``: their records and vectors) or deleted
+        (None): extend the index, or reload it from the store, in the background."""
+        if added is not None:
+            if user not in self._index and user not in self._index_tasks:
+                return  # not loaded: built from the store at the user's first recall
+            self._index_added.setdefault(user, []).append(added)
+        else:
+            self._index_reload.add(user)
+        if user not in self._index_tasks:
+            task = asyncio.create_task(self._update_index(user), name=f"index-{user[:16]}")
+            self._index_tasks[user] = task
 
-    def _lexical_changed(self, user: str) -> None:
-        """The user's memories changed: rebuild their BM25 index in the background."""
-        if not self.config.lexical:
-            return
-        self._lexical_dirty.add(user)
-        if user not in self._lexical_tasks:
-            task = asyncio.create_task(self._rebuild_lexical(user), name=f"bm25-{user[:16]}")
-            self._lexical_tasks[user] = task
-
-    async def _rebuild_lexical(self, user: str) -> None:
+    async def _update_index(self, user: str) -> None:
         try:
-            while user in self._lexical_dirty:
-                self._lexical_dirty.discard(user)
-                hits = await self.store.all(user)
-                self._lexical[user] = await asyncio.to_thread(LexicalIndex, hits)
+            while user in self._index_reload or self._index_added.get(user):
+                if user in self._index_reload or user not in self._index:
+                    self._index_reload.discard(user)
+                    self._index_added.pop(user, None)  # the reload sees them
+                    hits, vectors = await self.store.snapshot(user)
+                    dense = vectors if vectors.shape[0] == len(hits) and len(hits) else None
+                    self._index[user] = await asyncio.to_thread(UserIndex, hits, dense)
+                    continue
+                batches = self._index_added.pop(user, [])
+                hits = [h for batch_hits, _ in batches for h in batch_hits]
+                vectors = np.vstack([v for _, v in batches])
+                current = self._index[user]
+                self._index[user] = await asyncio.to_thread(current.merged, hits, vectors)
         except MemoryLayerError as exc:
-            log.warning("BM25 index not rebuilt, recall is dense-only for now: %s", exc)
+            log.warning("memory index not rebuilt, recall asks the store for now: %s", exc)
         finally:
-            self._lexical_tasks.pop(user, None)
+            self._index_tasks.pop(user, None)
 
-    async def lexical_ready(self, user: str) -> None:
-        """Wait until the user's BM25 index reflects every memory written so far."""
-        self._lexical_changed(user)
-        while (task := self._lexical_tasks.get(user)) is not None:
+    async def index_ready(self, user: str) -> None:
+        """Wait until the user's in-memory index reflects every memory written so far."""
+        if user not in self._index:
+            self._index_changed(user)
+        while (task := self._index_tasks.get(user)) is not None:
             await asyncio.shield(task)
 
     async def _recall_query(self, user: str, vector: Vectors, k: int) -> list[MemoryHit]:
-        """Dense candidates. When the user's in-memory index is current, Chroma returns only
-        ids and distances and the records come from the index (much faster for large k)."""
+        """Dense candidates from the store (while the user's in-memory index is not built)."""
         ceiling = min(self.resilience.store_timeout_ms, self.config.timeout_ms)
-        index = self._lexical.get(user)
-        if index is not None and user not in self._lexical_dirty:
-            light = await self._guarded(
-                "store", lambda: self.store.query(user, vector, k, ids_only=True), ceiling, True
-            )
-            records = [index.record(h.id) for h in light]
-            if all(r is not None for r in records):
-                return [
-                    MemoryHit(r.id, r.text, r.metadata, h.similarity)
-                    for r, h in zip(records, light, strict=True)
-                    if r is not None
-                ]
         return await self._guarded(
             "store", lambda: self.store.query(user, vector, k), ceiling, True
         )
@@ -328,7 +380,11 @@ class MemoryService:
         ceiling = self.resilience.embed_timeout_ms
         return await self._guarded("embedder", lambda: self.embedder.embed(texts), ceiling, False)
 
-    async def _store_batch(self, user: str, exchanges: list[Exchange], vectors: Vectors) -> None:
+    async def _store_batch(
+        self, user: str, exchanges: list[Exchange], vectors: Vectors
+    ) -> list[MemoryHit]:
+        """Upsert the memories of ``exchanges`` (one row of ``vectors`` each); returns their
+        records as stored."""
         ids = [memory_id(e) for e in exchanges]
         metas = [memory_metadata(e, self.embedder.name) for e in exchanges]
         texts = [e.text for e in exchanges]
@@ -338,6 +394,10 @@ class MemoryService:
             self.resilience.store_timeout_ms,
             False,
         )
+        return [
+            MemoryHit(i, t, {"schema_version": SCHEMA_VERSION, **to_chroma_metadata(m)})
+            for i, t, m in zip(ids, texts, metas, strict=True)
+        ]
 
     async def write(self, exchange: Exchange) -> str:
         """Embed and store one exchange now (through the breakers); returns the memory id.
@@ -346,7 +406,8 @@ class MemoryService:
             EmbedderError, StoreError, BreakerOpenError, DimensionMismatchError.
         """
         vectors = await self._embed_for_write([exchange.text])
-        await self._store_batch(exchange.scope.user, [exchange], vectors)
+        hits = await self._store_batch(exchange.scope.user, [exchange], vectors)
+        self._index_changed(exchange.scope.user, (hits, vectors))
         return memory_id(exchange)
 
     async def search(self, user: str, query: str, k: int) -> list[MemoryHit]:
@@ -361,8 +422,8 @@ class MemoryService:
         """Hard-delete one memory of ``user``; False if ``user`` has none with that id."""
         deleted = await self.store.delete(user, mid)
         if deleted:
-            self._lexical.pop(user, None)  # a deleted memory must not be recalled meanwhile
-            self._lexical_changed(user)
+            self._index.pop(user, None)  # a deleted memory must not be recalled meanwhile
+            self._index_changed(user)
         return deleted
 
     async def health(self) -> dict[str, Any]:

@@ -87,6 +87,16 @@ class Store(Protocol):
         """Every memory of ``user`` (for export), in store order."""
         ...
 
+    async def snapshot(self, user: str, batch: int = 500) -> tuple[list[MemoryHit], Vectors]:
+        """Every memory of ``user`` and its vector: ``(hits, vectors)`` with ``vectors`` of
+        shape ``(len(hits), dim)`` (``(0, 0)`` when there are none), in store order."""
+        ...
+
+    async def update_metadata(self, user: str, updates: dict[str, dict[str, Any]]) -> None:
+        """Merge ``updates`` (memory id -> metadata keys to set) into stored records of
+        ``user``; ids that no longer exist are ignored."""
+        ...
+
 
 def collection_name(prefix: str, user: str) -> str:
     """Chroma collection of ``user``: valid for Chroma (3-512 chars of ``[a-zA-Z0-9._-]``).
@@ -305,6 +315,45 @@ class ChromaStore:
             )
             if len(page["ids"]) < batch:
                 return out
+
+    async def snapshot(self, user: str, batch: int = 500) -> tuple[list[MemoryHit], Vectors]:
+        """See :meth:`Store.snapshot`."""
+        collection = await self._run(self._collection, user)
+        hits: list[MemoryHit] = []
+        rows: list[Any] = []
+        while collection is not None:
+            page = await self._run(
+                collection.get,
+                limit=batch,
+                offset=len(hits),
+                include=["documents", "metadatas", "embeddings"],
+            )
+            docs = page.get("documents") or [""] * len(page["ids"])
+            metas = page.get("metadatas") or [{}] * len(page["ids"])
+            hits.extend(
+                MemoryHit(id=i, text=d or "", metadata=dict(m or {}))
+                for i, d, m in zip(page["ids"], docs, metas, strict=True)
+            )
+            embeddings = page.get("embeddings")
+            if embeddings is not None and len(embeddings):
+                rows.append(np.asarray(embeddings, dtype=np.float32))
+            if len(page["ids"]) < batch:
+                break
+        if not hits or not rows:
+            return hits, np.zeros((0, 0), dtype=np.float32)
+        return hits, np.vstack(rows)
+
+    async def update_metadata(self, user: str, updates: dict[str, dict[str, Any]]) -> None:
+        """See :meth:`Store.update_metadata`."""
+        collection = await self._run(self._collection, user)
+        if collection is None or not updates:
+            return
+        found = await self._run(collection.get, ids=list(updates), include=[])
+        ids = [i for i in found["ids"] if i in updates]
+        if ids:
+            await self._run(
+                collection.update, ids=ids, metadatas=[to_chroma_metadata(updates[i]) for i in ids]
+            )
 
     async def heartbeat(self) -> None:
         """See :meth:`Store.heartbeat`."""

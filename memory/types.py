@@ -40,6 +40,8 @@ class Exchange:
     started_at: float = 0.0
     finished_at: float = 0.0
     metrics: dict[str, Any] = field(default_factory=dict)
+    speaker: str | None = None
+    """Who said the user turn, when known (a chat message's ``name``, an ingested ``name``)."""
 
     @property
     def id(self) -> str:
@@ -72,7 +74,7 @@ class MemoryBlock:
     """What recall produced for one request: the rendered text and how it was obtained.
 
     ``text`` is empty when nothing was recalled; ``tokens`` counts cl100k tokens of ``text``;
-    ``timings_ms`` has one entry per recall stage (``embed``, ``query``, ``pack``).
+    ``timings_ms`` has one entry per recall stage (``embed``, ``candidates``, ``rank``, ``pack``).
     """
 
     text: str

@@ -36,8 +36,8 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from memory.config import EmbedderConfig, MemoryConfig, StoreConfig
+from memory.index import UserIndex
 from memory.ingest import Message, drain, queue
-from memory.lexical import LexicalIndex
 from memory.recall import render_block
 from memory.service import MemoryService, build_memory_service
 from memory.types import MemoryHit, Scope
@@ -52,22 +52,25 @@ def session_time(text: str) -> float:
     return parsed.replace(tzinfo=UTC).timestamp()
 
 
-def turns_of(sample: dict[str, Any]) -> list[dict[str, Any]]:
-    """Every turn with its session date, in order (sessions counted from ``session_N`` keys)."""
+def turns_of(sample: dict[str, Any], captions: bool = False) -> list[dict[str, Any]]:
+    """Every turn with its session date, in order (sessions counted from ``session_N`` keys);
+    ``captions`` appends the caption of a shared photo to the text."""
     conv = sample["conversation"]
     numbers = sorted(int(k.split("_")[1]) for k in conv if re.fullmatch(r"session_\d+", k))
     out = []
     for n in numbers:
         stamp = session_time(conv[f"session_{n}_date_time"])
         for turn in conv[f"session_{n}"]:
-            doc = f"{turn['speaker']}: {turn['text']}"
-            if turn.get("blip_caption"):
-                doc += f" [shares a photo: {turn['blip_caption']}]"
+            body = turn["text"]
+            if captions and turn.get("blip_caption"):
+                body += f" [shares a photo: {turn['blip_caption']}]"
             out.append(
                 {
                     "id": turn["dia_id"],
                     "text": turn["text"],
-                    "doc": doc,
+                    "speaker": turn["speaker"],
+                    "body": body,
+                    "doc": f"{turn['speaker']}: {body}",
                     "at": stamp,
                     "session": str(n),
                 }
@@ -88,7 +91,7 @@ def hit_rate(block: str, texts: list[str]) -> int:
 async def run_conversation(
     sample: dict[str, Any], args: argparse.Namespace, out: Any, tally: dict[str, Any]
 ) -> None:
-    turns = turns_of(sample)
+    turns = turns_of(sample, args.captions)
     by_id = {t["id"]: t for t in turns}
     with tempfile.TemporaryDirectory(prefix="locomo-") as tmp:
         memory = MemoryConfig(
@@ -118,14 +121,17 @@ async def ingest_and_ask(
     out: Any,
     tally: dict[str, Any],
 ) -> None:
-    messages = [Message(i, "user", t["doc"], t["at"], t["session"]) for i, t in enumerate(turns)]
+    messages = [
+        Message(i, "user", t["body"], t["at"], t["session"], t["speaker"])
+        for i, t in enumerate(turns)
+    ]
     queued = queue(service, messages, USER)
     if not await drain(service, queued, progress=False):
         raise RuntimeError("ingest failed")
-    await service.lexical_ready(USER)
+    await service.index_ready(USER)
     vectors = await service.embedder.embed([t["doc"] for t in turns])
     hits = [MemoryHit(t["id"], t["doc"], {"event_at": t["at"]}) for t in turns]
-    bm25 = LexicalIndex(hits)
+    bm25 = UserIndex(hits, None)
     template = service.config.template
     qas = [q for q in sample["qa"] if q.get("category") in CATEGORIES]
     for qa in qas:
@@ -197,6 +203,12 @@ if __name__ == "__main__":
     parser.add_argument("--out", required=True)
     parser.add_argument("--embedder", default="all-MiniLM-L6-v2")
     parser.add_argument("--candidates", type=int, default=100)
+    parser.add_argument(
+        "--captions",
+        action="store_true",
+        help="append the caption of a shared photo to the turn's text (the proxy stores text "
+        "only, so the default leaves captions out)",
+    )
     arguments = parser.parse_args()
     data = json.loads(Path(arguments.data).read_text(encoding="utf-8"))
     with open(arguments.out, "w", encoding="utf-8") as handle:

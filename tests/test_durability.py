@@ -11,6 +11,7 @@ from pathlib import Path
 import ollama
 import pytest
 
+from memory import SCHEMA_VERSION
 from memory.errors import OutboxBusyError
 from memory.outbox import Outbox, exchange_from_json, exchange_to_json
 from memory.types import Exchange, Scope
@@ -24,8 +25,11 @@ EXE = Path(sys.executable).parent / "symbiotic-memory"
 def test_outbox_records_round_trip_with_their_schema_version(tmp_path: Path):
     exchange = Exchange(Scope("u", "s"), "/api/chat", "m", "hi", "hello", metrics={"eval_count": 2})
     raw = exchange_to_json(exchange)
-    assert json.loads(raw)["schema_version"] == 1
+    assert json.loads(raw)["schema_version"] == SCHEMA_VERSION == 2
     assert exchange_from_json(raw) == exchange
+    # a row queued by version 1 (no speaker field) still reads, with the default
+    v1 = {k: v for k, v in json.loads(raw).items() if k != "speaker"} | {"schema_version": 1}
+    assert exchange_from_json(json.dumps(v1)) == exchange
     with pytest.raises(ValueError, match="schema_version 99"):
         exchange_from_json(json.dumps({**json.loads(raw), "schema_version": 99}))
     outbox = Outbox(tmp_path / "o.sqlite3")

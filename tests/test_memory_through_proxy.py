@@ -8,7 +8,7 @@ import aiohttp
 import ollama
 import openai
 
-from memory.types import Scope
+from memory.types import Exchange, Scope
 from proxy.chat import RECALLED_HEADER, STATUS_HEADER
 from proxy.state import COUNTERS
 from tests.conftest import RunningProxy, StartProxy
@@ -84,7 +84,7 @@ async def test_stored_memory_keeps_scope_model_timestamps_and_metrics(proxy: Run
     assert meta["model"] == "llama3.2" and meta["endpoint"] == "/api/chat"
     assert meta["eval_count"] == len(f"Noted: {FACT}".split())
     assert meta["prompt_eval_count"] > 0 and meta["total_duration"] == 123_000_000
-    assert meta["done_reason"] == "stop" and meta["schema_version"] == 1
+    assert meta["done_reason"] == "stop" and meta["schema_version"] == 2
     assert meta["finished_at"] >= meta["event_at"] > 1.7e9
 
 
@@ -269,11 +269,20 @@ async def test_generate_raw_mode_is_left_alone(proxy: RunningProxy, fake: FakeOl
 
 async def test_fail_open_when_store_is_unavailable(proxy: RunningProxy, fake: FakeOllama):
     await tell_fact(proxy)
+    # bob's memory is written straight to the store: he has made no request since start-up, so
+    # his index is not loaded and his recall needs the store
+    await proxy.memory.write(Exchange(Scope("bob"), "/api/chat", "m", FACT, "Noted."))
+    await proxy.memory.index_ready("alice")  # alice's memories are cached in process memory
     await proxy.memory.store.close()  # the store goes away under a running proxy
     async with aiohttp.ClientSession() as http:
         body = chat_body(QUESTION)
         async with http.post(
             f"{proxy.url}/api/chat", json=body, headers={"X-Memory-User": "alice"}
+        ) as r:
+            assert r.status == 200 and r.headers[STATUS_HEADER] == "injected"
+            assert FACT in system_text(fake.calls("/api/chat")[-1].json())
+        async with http.post(
+            f"{proxy.url}/api/chat", json=body, headers={"X-Memory-User": "bob"}
         ) as r:
             assert r.status == 200 and r.headers[STATUS_HEADER] == "skipped"
             assert (await r.json())["message"]["content"] == f"Noted: {QUESTION}"
@@ -309,12 +318,17 @@ async def test_hybrid_recall_finds_a_rare_word_and_forgets_deleted(
     for text in ["My wifi password is Xq7-zebra-Lantern", "I like long walks", "Tea over coffee"]:
         await client.chat(model="m", messages=[{"role": "user", "content": text}], stream=False)
     await proxy.flush()
-    await proxy.memory.lexical_ready("alice")
+    await proxy.memory.index_ready("alice")
     block = await proxy.memory.recall(Scope("alice"), "zebra lantern?")
-    assert "Xq7-zebra-Lantern" in block.text and block.timings_ms["lexical"] >= 0
+    assert "Xq7-zebra-Lantern" in block.text and set(block.timings_ms) == {
+        "embed",
+        "candidates",
+        "rank",
+        "pack",
+    }
     (hit,) = [h for h in await proxy.memory.search("alice", "wifi password", 3) if "wifi" in h.text]
     assert await proxy.memory.delete("alice", hit.id)
     block = await proxy.memory.recall(Scope("alice"), "zebra lantern?")
     assert "zebra" not in block.text
-    await proxy.memory.lexical_ready("alice")
+    await proxy.memory.index_ready("alice")
     assert "zebra" not in (await proxy.memory.recall(Scope("alice"), "zebra lantern?")).text

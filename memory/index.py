@@ -1,0 +1,194 @@
+"""One user's memories in process memory: records, unit vectors, BM25 and session order.
+
+Chroma stays the durable store; this index is a cache of it that recall scores exhaustively
+(a ``(n, dim)`` float32 matrix product: about 1 ms for 20k x 384 here), so every memory gets
+a dense, a lexical and a context score, and the fusion can normalise over the whole
+collection. It is built from the store at the first recall, extended in place after writes
+(:meth:`UserIndex.merged`) and rebuilt after deletions. Memory cost: ``4 * dim`` bytes per
+memory for each of the two vector matrices, plus the text.
+
+BM25 finds what dense embeddings of a small model miss: names, numbers and rare words said
+verbatim (bm25s, Lucene's BM25 variant, English stop words and Snowball stemming).
+"""
+
+from __future__ import annotations
+
+import itertools
+import re
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import bm25s
+import numpy as np
+import Stemmer
+
+from memory.embedders import Vectors
+from memory.types import MemoryHit
+
+CONTEXT_WEIGHT = 0.5
+"""Weight of each session neighbour's vector in a memory's context vector (see
+:func:`context_vectors`); chosen on LoCoMo's development conversations (0.3-1.0 within 0.3
+points of recall)."""
+
+
+def _tokenize(texts: list[str], stemmer: Any) -> Any:
+    return bm25s.tokenize(
+        texts, stopwords="en", stemmer=stemmer, return_ids=False, show_progress=False
+    )
+
+
+def _num(hit: MemoryHit, key: str) -> float:
+    value = hit.metadata.get(key)
+    return float(value) if isinstance(value, int | float) else 0.0
+
+
+def session_order(hits: Sequence[MemoryHit]) -> tuple[np.ndarray, np.ndarray]:
+    """Previous and next memory in the same session for every memory, by event time then
+    storage time: two int arrays of shape ``(n,)`` holding an index, or -1 (none; memories
+    without a session have no neighbours).
+
+    >>> hits = [MemoryHit(str(i), "", {"session": "s", "event_at": 0.0, "created_at": float(i)})
+    ...         for i in (2, 0, 1)]
+    >>> prev, nxt = session_order(hits)
+    >>> prev.tolist(), nxt.tolist()
+    ([2, -1, 1], [-1, 2, 0])
+    """
+    prev = np.full(len(hits), -1, dtype=np.int64)
+    nxt = np.full(len(hits), -1, dtype=np.int64)
+    sessions: dict[str, list[int]] = {}
+    for i, hit in enumerate(hits):
+        session = hit.metadata.get("session")
+        if isinstance(session, str) and session:
+            sessions.setdefault(session, []).append(i)
+    for members in sessions.values():
+        members.sort(key=lambda i: (_num(hits[i], "event_at"), _num(hits[i], "created_at")))
+        for a, b in itertools.pairwise(members):
+            nxt[a], prev[b] = b, a
+    return prev, nxt
+
+
+def _unit(rows: np.ndarray) -> np.ndarray:
+    norms = np.linalg.norm(rows, axis=1, keepdims=True)
+    return (rows / np.where(norms > 0, norms, 1.0)).astype(np.float32)
+
+
+def context_vectors(
+    vectors: np.ndarray, prev: np.ndarray, nxt: np.ndarray, weight: float = CONTEXT_WEIGHT
+) -> np.ndarray:
+    """Unit vectors of each memory with its session neighbours mixed in:
+    ``unit(v_i + weight * (v_prev + v_next))``, shape ``(n, dim)``. A reply such as "Yes, twice
+    last month!" then carries what it answers, without a second embedding call.
+
+    >>> v = np.eye(2, dtype=np.float32)
+    >>> mixed = context_vectors(v, np.array([-1, 0]), np.array([1, -1]), 1.0)
+    >>> mixed.astype(float).round(3).tolist()
+    [[0.707, 0.707], [0.707, 0.707]]
+    """
+    zero = np.zeros((1, vectors.shape[1]), dtype=np.float32)
+    padded = np.vstack([vectors, zero])  # index -1 picks the zero row
+    return _unit(vectors + weight * (padded[prev] + padded[nxt]))
+
+
+def session_centroids(hits: Sequence[MemoryHit], vectors: np.ndarray) -> np.ndarray:
+    """For each memory, the unit mean vector of its session (itself when it has no session),
+    shape ``(n, dim)``: what the whole conversation it belongs to was about."""
+    out = vectors.copy()
+    groups: dict[str, list[int]] = {}
+    for i, hit in enumerate(hits):
+        session = hit.metadata.get("session")
+        if isinstance(session, str) and session:
+            groups.setdefault(session, []).append(i)
+    for members in groups.values():
+        out[members] = vectors[members].mean(axis=0)
+    return _unit(out)
+
+
+def first_names(speakers: Iterable[str]) -> dict[str, str]:
+    """Lower-cased first word of each speaker name -> the name, for names of two or more
+    letters that only one speaker has.
+
+    >>> first_names(["Caroline", "Melanie Smith", "Mel Jones", "Mel B"])
+    {'caroline': 'Caroline', 'melanie': 'Melanie Smith'}
+    """
+    seen: dict[str, list[str]] = {}
+    for name in speakers:
+        words = re.findall(r"[^\W\d_]+", name)
+        if words and len(words[0]) >= 2:
+            seen.setdefault(words[0].lower(), []).append(name)
+    return {k: v[0] for k, v in seen.items() if len(set(v)) == 1}
+
+
+class UserIndex:
+    """One user's memories: ``hits`` (records), ``vectors`` and ``context`` (unit, shape
+    ``(n, dim)``), ``centroids`` (session means), BM25, session neighbours and speakers.
+
+    ``vectors`` may be None (a store that returned no embeddings): then only the lexical
+    scores and the records are served and recall takes its dense candidates from the store.
+    """
+
+    def __init__(self, hits: list[MemoryHit], vectors: Vectors | None) -> None:
+        self.hits = hits
+        self.position = {hit.id: i for i, hit in enumerate(hits)}
+        self.prev, self.next = session_order(hits)
+        self.vectors: np.ndarray | None = None
+        self.context: np.ndarray | None = None
+        self.centroids: np.ndarray | None = None
+        if vectors is not None and len(hits) and np.asarray(vectors).shape[0] == len(hits):
+            self.vectors = _unit(np.asarray(vectors, dtype=np.float32))
+            self.context = context_vectors(self.vectors, self.prev, self.next)
+            self.centroids = session_centroids(hits, self.vectors)
+        self.speaker = np.array([str(h.metadata.get("speaker") or "") for h in hits], dtype=object)
+        self.names = first_names({s for s in self.speaker if s})
+        self._stemmer = Stemmer.Stemmer("english")
+        self._bm25: Any = None
+        if hits:
+            self._bm25 = bm25s.BM25()
+            self._bm25.index(_tokenize([h.text for h in hits], self._stemmer), show_progress=False)
+
+    def __len__(self) -> int:
+        return len(self.hits)
+
+    @property
+    def dense(self) -> bool:
+        """Whether the vectors are held (exhaustive dense scoring is possible)."""
+        return self.vectors is not None
+
+    def merged(self, hits: Sequence[MemoryHit], vectors: Vectors | None) -> UserIndex:
+        """A new index with ``hits`` (and their ``vectors``, shape ``(len(hits), dim)``) added;
+        a hit whose id is already indexed replaces the old record."""
+        replaced = {h.id for h in hits}
+        keep = [i for i, h in enumerate(self.hits) if h.id not in replaced]
+        all_hits = [self.hits[i] for i in keep] + list(hits)
+        all_vectors: np.ndarray | None = None
+        if self.vectors is not None and vectors is not None:
+            all_vectors = np.vstack([self.vectors[keep], np.asarray(vectors, dtype=np.float32)])
+        elif not self.hits and vectors is not None:
+            all_vectors = np.asarray(vectors, dtype=np.float32)
+        return UserIndex(all_hits, all_vectors)
+
+    def record(self, memory_id: str) -> MemoryHit | None:
+        """The indexed record of ``memory_id``, or None."""
+        i = self.position.get(memory_id)
+        return None if i is None else self.hits[i]
+
+    def neighbours(self, memory_id: str) -> list[MemoryHit]:
+        """The memories just before and after ``memory_id`` in its session (by event time)."""
+        i = self.position.get(memory_id)
+        if i is None:
+            return []
+        return [self.hits[j] for j in (self.prev[i], self.next[i]) if j >= 0]
+
+    def lexical_scores(self, query: str) -> np.ndarray:
+        """BM25 score of every memory for ``query``, shape ``(n,)`` (0 = no term in common)."""
+        if self._bm25 is None:
+            return np.zeros(len(self.hits), dtype=np.float32)
+        tokens = _tokenize([query], self._stemmer)
+        if not tokens or not tokens[0]:
+            return np.zeros(len(self.hits), dtype=np.float32)
+        return np.asarray(self._bm25.get_scores(tokens[0]), dtype=np.float32)
+
+    def search(self, query: str, k: int) -> list[MemoryHit]:
+        """Up to ``k`` memories with a positive BM25 score for ``query``, best first."""
+        scores = self.lexical_scores(query)
+        order = np.argsort(-scores, kind="stable")[: max(0, k)]
+        return [self.hits[int(i)] for i in order if scores[i] > 0]
