@@ -168,6 +168,9 @@ class MemoryConfig(Frozen):
     """Largest relative score boost of a just-said memory; it halves every
     ``recency_half_life_days``. Old memories are ordered after fresh ones, never dropped."""
     recency_half_life_days: float = Field(default=30.0, gt=0)
+    """Half-life of the recency boost, in days."""
+    duplicate_similarity: float = Field(default=0.95, gt=0, le=1)
+    """A memory this similar (cosine) to a better-ranked one already chosen is left out."""
     max_tokens: int = Field(default=512, ge=32)
     """Upper bound of the injected block in cl100k tokens, template included."""
     min_similarity: float = Field(default=0.25, ge=-1.0, le=1.0)

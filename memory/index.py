@@ -141,9 +141,10 @@ class UserIndex:
         self.names = first_names({s for s in self.speaker if s})
         self._stemmer = Stemmer.Stemmer("english")
         self._bm25: Any = None
-        if hits:
+        tokens = _tokenize([h.text for h in hits], self._stemmer) if hits else []
+        if any(tokens):  # bm25s divides by the mean length: not for stop words only
             self._bm25 = bm25s.BM25()
-            self._bm25.index(_tokenize([h.text for h in hits], self._stemmer), show_progress=False)
+            self._bm25.index(tokens, show_progress=False)
 
     def __len__(self) -> int:
         return len(self.hits)

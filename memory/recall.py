@@ -11,7 +11,8 @@ The pipeline (:meth:`Recaller.recall`), on one user's :class:`~memory.index.User
    summed with fixed weights (CombSUM of z-scores: Fox and Shaw, TREC-2 1994; Montague and
    Aslam, CIKM 2001); memories of other speakers than the subject are damped; strength and
    recency re-weight; a strong memory lends part of its score to its session neighbours.
-3. Packing (:func:`render_block`): best first into the cl100k token budget, grouped by event
+3. Near-duplicates of a better-ranked memory are left out (:func:`distinct`).
+4. Packing (:func:`render_block`): best first into the cl100k token budget, grouped by event
    date so the model can answer "when" questions. The one renderer of injected text, shared by
    the proxy and the benchmarks.
 
@@ -23,7 +24,7 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -46,6 +47,8 @@ Knobs = Mapping[str, float]
 
 MIN_MEMORY_TOKENS = 4
 """The fewest tokens a rendered memory line takes (``- x`` plus the line break)."""
+MAX_MISFITS = 50
+"""Packing stops after this many memories in a row were too long for the space left."""
 
 
 def event_date(hit: MemoryHit) -> str:
@@ -106,8 +109,9 @@ def render_block(
 
     Memories are taken in rank order while they fit (at most ``max_items``); one that does not
     fit is skipped and smaller ones after it may still go in; ``hits`` is consumed only until
-    the budget is nearly full (fewer than :data:`MIN_MEMORY_TOKENS` left), so it may be a lazy
-    ranking of every memory. They are shown grouped by event
+    the budget is nearly full (fewer than :data:`MIN_MEMORY_TOKENS` left) or
+    :data:`MAX_MISFITS` memories in a row did not fit, so it may be a lazy ranking of every
+    memory. They are shown grouped by event
     date, oldest first, so the model can answer "when" questions; ``ids`` keep the rank order.
     The returned ``text`` never exceeds ``max_tokens`` (the whole block is counted, template
     included) and is ``""`` when no memory fits.
@@ -120,10 +124,11 @@ def render_block(
     used = count_tokens(template.replace("{memories}", ""))
     chosen: list[MemoryHit] = []
     dates: set[str] = set()
+    misfits = 0
     for hit in hits:
         if max_items is not None and len(chosen) >= max_items:
             break
-        if max_tokens - used < MIN_MEMORY_TOKENS:
+        if max_tokens - used < MIN_MEMORY_TOKENS or misfits >= MAX_MISFITS:
             break
         date = event_date(hit)
         cost = count_tokens(f"- {render_body(hit)}") + 1
@@ -133,6 +138,9 @@ def render_block(
             chosen.append(hit)
             dates.add(date)
             used += cost
+            misfits = 0
+        else:
+            misfits += 1
     while chosen:
         text = template.replace("{memories}", render_memories(chosen))
         tokens = count_tokens(text)
@@ -173,6 +181,9 @@ class Weights:
     """Largest relative boost for a just-said memory (``memory.recency_boost``)."""
     recency_half_life_s: float = 30 * 86400.0
     """Half-life of the recency boost (``memory.recency_half_life_days``)."""
+    duplicate: float = 0.95
+    """Cosine similarity at or above which a memory is a near-duplicate of a better-ranked one
+    already taken, and is left out (``memory.duplicate_similarity``)."""
 
 
 @dataclass(frozen=True)
@@ -308,6 +319,31 @@ def fused_scores(
     return scores, eligible, cosine
 
 
+def distinct(order: Iterable[int], index: UserIndex, threshold: float) -> Iterator[int]:
+    """``order`` (indices into ``index``, best first) without near-duplicates: an index whose
+    vector has cosine >= ``threshold`` with one already yielded, or the same text, is skipped.
+    Lazy, so only the memories the token budget reaches are compared (O(m^2) for m taken).
+
+    >>> from memory.types import MemoryHit
+    >>> hits = [MemoryHit(str(i), t, {}) for i, t in enumerate(["a", "a!", "b"])]
+    >>> v = np.array([[1, 0], [0.999, 0.045], [0, 1]], dtype=np.float32)
+    >>> list(distinct([0, 1, 2], UserIndex(hits, v), 0.95))
+    [0, 2]
+    """
+    assert index.vectors is not None
+    taken: list[int] = []
+    texts: set[str] = set()
+    for i in order:
+        text = index.hits[i].text
+        if text in texts:
+            continue
+        if taken and float((index.vectors[taken] @ index.vectors[i]).max()) >= threshold:
+            continue
+        taken.append(i)
+        texts.add(text)
+        yield i
+
+
 class Recaller:
     """Recall within one user's memories (see the module docstring). The embed and store calls
     are injected (the service passes them through its circuit breakers), and so is the lookup
@@ -331,6 +367,7 @@ class Recaller:
             neighbour=config.neighbour_weight,
             recency=config.recency_boost,
             recency_half_life_s=config.recency_half_life_days * 86400.0,
+            duplicate=config.duplicate_similarity,
         )
 
     async def candidates(self, scope: Scope, query: str, k: int) -> list[MemoryHit]:
@@ -358,9 +395,12 @@ class Recaller:
             t2 = time.perf_counter()
             order = np.argsort(-scores, kind="stable")
             ranked: Iterable[MemoryHit] = (
-                MemoryHit(h.id, h.text, h.metadata, float(cosine[i]))
-                for i in order
-                if eligible[i] and (h := index.hits[int(i)])
+                MemoryHit(
+                    index.hits[i].id, index.hits[i].text, index.hits[i].metadata, float(cosine[i])
+                )
+                for i in distinct(
+                    (int(i) for i in order if eligible[i]), index, self.weights.duplicate
+                )
             )
             best: float | None = float(cosine.max())
         else:

@@ -22,7 +22,7 @@ from memory.errors import MemoryLayerError
 from memory.types import Exchange, ExchangeStatus, MemoryBlock, Scope
 from proxy.errors import PayloadTooLarge
 from proxy.headers import end_to_end, to_upstream
-from proxy.inject import inject, last_user_turn
+from proxy.inject import inject, last_user_turn, recall_query, speaker_name
 from proxy.passthrough import abort, upstream_request
 from proxy.scope import scope_for
 from proxy.state import AFFECT, CONFIG, COUNTERS, MEMORY
@@ -51,6 +51,7 @@ class Plan:
     query: str | None
     block: MemoryBlock
     memory_status: str
+    speaker: str | None = None
 
 
 async def read_body(request: web.Request) -> bytes:
@@ -114,7 +115,7 @@ async def plan(request: web.Request, api: ApiKind) -> Plan:
         status = "off" if scope is None else "none"
         return Plan(raw, model, scope, query, MemoryBlock.empty(), status)
     knobs = steer(request, scope, query)
-    block = await recall_fail_open(request, scope, query, knobs)
+    block = await recall_fail_open(request, scope, recall_query(api, body, query), knobs)
     if block is not None and AFFECT in request.app:
         request.app[AFFECT].recalled(scope.user, block.best_similarity)
     injected = block is not None and bool(block.text)
@@ -130,7 +131,8 @@ async def plan(request: web.Request, api: ApiKind) -> Plan:
         body = with_sampling(api, body, knobs)
     sent = json.dumps(body, ensure_ascii=False).encode("utf-8") if injected or sampled else raw
     status = "injected" if injected else ("skipped" if block is None else "none")
-    return Plan(sent, model, scope, query, block or MemoryBlock.empty(), status)
+    speaker = speaker_name(api, body)
+    return Plan(sent, model, scope, query, block or MemoryBlock.empty(), status, speaker)
 
 
 def error_frame(framing: Framing, message: str) -> bytes:
@@ -267,6 +269,7 @@ def remember(
         started_at=started,
         finished_at=time.time(),
         metrics=reply.metrics,
+        speaker=decided.speaker,
     )
     try:
         request.app[MEMORY].observe(exchange)

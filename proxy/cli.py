@@ -35,7 +35,8 @@ def build_parser() -> argparse.ArgumentParser:
     show = commands.add_parser("config", help="print the effective configuration as JSON")
     show.add_argument("--config", type=Path, help="YAML config file")
     ingest = commands.add_parser(
-        "ingest", help="load conversation history (JSONL of {role, content, timestamp?, session?})"
+        "ingest",
+        help="load conversation history (JSONL of {role, content, timestamp?, session?, name?})",
     )
     ingest.add_argument("file", type=Path, help="JSONL file (or one JSON array) of messages")
     ingest.add_argument("--user", default="default", help="whose memories these become")

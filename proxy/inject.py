@@ -8,6 +8,7 @@ user message. ``/api/generate`` receives it through ``system``.
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from proxy.wire import ApiKind
@@ -49,6 +50,66 @@ def last_user_turn(api: ApiKind, body: dict[str, Any]) -> str | None:
                 return None
             text = content_text(message.get("content"))
             return text if text.strip() else None
+    return None
+
+
+_CONTEXT_WORDS = "it its that this these those they them their she her he him his there then one"
+CONTEXT_WORDS = frozenset(f"{_CONTEXT_WORDS} ones same else more again".split())
+"""Pronouns and deictic words that make a short turn depend on the turn before it."""
+CONTINUATIONS = ("and ", "but ", "so ", "also ", "what about", "how about")
+"""Openings of a turn that continues the previous one."""
+CONTEXT_MAX_WORDS = 12
+"""Turns of at most this many words are checked for dependence on the previous turn."""
+
+
+def depends_on_previous(text: str) -> bool:
+    """Whether a user turn needs the previous one to be understood: short, and with a pronoun
+    or deictic word (``CONTEXT_WORDS``) or a continuation opening (``CONTINUATIONS``).
+
+    >>> depends_on_previous("What did she say about it?"), depends_on_previous("And Paris?")
+    (True, True)
+    >>> depends_on_previous("What is the capital of France?")
+    False
+    """
+    words = re.findall(r"[a-z']+", text.lower())
+    if not words or len(words) > CONTEXT_MAX_WORDS:
+        return False
+    opening = text.strip().lower()
+    return bool(CONTEXT_WORDS.intersection(words)) or opening.startswith(CONTINUATIONS)
+
+
+def recall_query(api: ApiKind, body: dict[str, Any], turn: str) -> str:
+    """The text recall searches with for the user turn ``turn``: the turn itself, or, when it
+    depends on the previous turn (:func:`depends_on_previous`), the previous user message and
+    this one (so "what did she say about it?" finds what "it" and "she" were).
+
+    >>> body = {"messages": [{"role": "user", "content": "Tell me about Ann's trip"},
+    ...                      {"role": "assistant", "content": "Which part?"},
+    ...                      {"role": "user", "content": "Where did she go?"}]}
+    >>> recall_query("ollama_chat", body, "Where did she go?")
+    "Tell me about Ann's trip\\nWhere did she go?"
+    """
+    if api == "ollama_generate" or not depends_on_previous(turn):
+        return turn
+    users = [m for m in body.get("messages") or [] if m.get("role") == "user"]
+    if len(users) < 2:
+        return turn
+    previous = content_text(users[-2].get("content")).strip()
+    return f"{previous}\n{turn}" if previous else turn
+
+
+def speaker_name(api: ApiKind, body: dict[str, Any]) -> str | None:
+    """The ``name`` of the last user message (OpenAI chat messages may carry one), or None.
+
+    >>> speaker_name("openai_chat", {"messages": [{"role": "user", "content": "hi", "name": "A"}]})
+    'A'
+    """
+    if api == "ollama_generate":
+        return None
+    for message in reversed(body.get("messages") or []):
+        if message.get("role") == "user":
+            name = message.get("name")
+            return name.strip() if isinstance(name, str) and name.strip() else None
     return None
 
 

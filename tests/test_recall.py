@@ -147,3 +147,76 @@ async def test_ingested_names_become_speakers_recall_can_focus_on(
     }
     block = await proxy.memory.recall(Scope("carol"), "What did Ann adopt?")
     assert block.text.index("Ann: I adopted") < block.text.index("Bo: Ann adopted")
+
+
+async def test_a_follow_up_question_is_searched_with_the_turn_before_it(
+    proxy: RunningProxy, fake: FakeOllama
+):
+    from openai import AsyncOpenAI
+
+    async with AsyncOpenAI(base_url=f"{proxy.url}/v1", api_key="x") as client:
+        await client.chat.completions.create(
+            model="m",
+            messages=[{"role": "user", "content": "My sister Ann flew to Lisbon", "name": "Dee"}],
+            user="dee",
+        )
+        await proxy.flush()
+        embedded_before = len(fake.calls("/api/embed"))
+        history = [
+            {"role": "user", "content": "Let's plan around my sister Ann's trip"},
+            {"role": "assistant", "content": "Sure."},
+        ]
+        await client.chat.completions.create(
+            model="m",
+            messages=[*history, {"role": "user", "content": "Where did she go?"}],
+            user="dee",
+        )
+        await client.chat.completions.create(
+            model="m",
+            messages=[*history, {"role": "user", "content": "Which city has the best food?"}],
+            user="dee",
+        )
+    queries = [json.loads(c.body)["input"] for c in fake.calls("/api/embed")[embedded_before:]]
+    queries = [q[0] if isinstance(q, list) else q for q in queries]
+    assert "Let's plan around my sister Ann's trip\nWhere did she go?" in queries
+    assert "Which city has the best food?" in queries  # self-contained: searched alone
+    records = await proxy.memory.store.all("dee")
+    told = next(h for h in records if "Lisbon" in h.text)
+    assert told.metadata["speaker"] == "Dee"
+
+
+async def test_recaller_leaves_near_duplicates_out_and_reports_its_stages():
+    from memory.config import MemoryConfig
+    from memory.recall import Recaller
+
+    hits = [
+        hit("a", "I moved to Oslo in 2021", created_at=1.0),
+        hit("b", "I moved to Oslo in 2021!", created_at=2.0),
+        hit("c", "I work at a bakery in Oslo", created_at=3.0),
+    ]
+    vectors = np.vstack([unit(1, 0, 0, 0), unit(1, 0.02, 0, 0), unit(1, 1, 0, 0)])
+    index = UserIndex(hits, vectors)
+
+    async def embed(texts: list[str]) -> np.ndarray:
+        return np.vstack([unit(1, 0.1, 0, 0) for _ in texts])
+
+    async def from_store(user: str, vector: np.ndarray, k: int) -> list[MemoryHit]:
+        raise AssertionError("the loaded index serves recall")
+
+    config = MemoryConfig(min_similarity=0.1)
+    block = await Recaller(embed, from_store, config, lambda user: index).recall(
+        Scope("u"), "where did I move?"
+    )
+    assert len(block.ids) == 2 and {"a", "b"} & set(block.ids) and "bakery" in block.text
+    assert set(block.timings_ms) == {"embed", "candidates", "rank", "pack"}
+    loose = MemoryConfig(min_similarity=0.1, duplicate_similarity=1.0)
+    block = await Recaller(embed, from_store, loose, lambda user: index).recall(
+        Scope("u"), "where did I move?"
+    )
+    assert set(block.ids) == {"a", "b", "c"}
+
+
+def test_memories_of_stop_words_only_get_no_lexical_scores():
+    index = UserIndex([hit("a", "the", created_at=1.0), hit("b", "a", created_at=2.0)], None)
+    assert index.lexical_scores("the cat").tolist() == [0.0, 0.0]
+    assert index.search("cat", 3) == [] and not index.dense
