@@ -12,7 +12,7 @@ from aiohttp import web
 from memory.affect import Affect, resolve_ranges
 from memory.resilience import CircuitBreaker
 from memory.service import MemoryService, build_memory_service
-from proxy import admin, chat
+from proxy import admin, chat, translated
 from proxy.config import Config
 from proxy.middleware import errors_as_json
 from proxy.passthrough import passthrough
@@ -78,9 +78,16 @@ def create_app(config: Config) -> web.Application:
         app.cleanup_ctx.append(memory_service)
         if config.affect.enabled:
             app[AFFECT] = Affect(config.affect, resolve_ranges(config.knobs, config.memory))
-    app.router.add_post("/api/chat", functools.partial(chat.handle, api="ollama_chat"))
-    app.router.add_post("/api/generate", functools.partial(chat.handle, api="ollama_generate"))
+    native = translated.chat if config.upstream.kind == "openai" else chat.handle
+    app.router.add_post("/api/chat", functools.partial(native, api="ollama_chat"))
+    app.router.add_post("/api/generate", functools.partial(native, api="ollama_generate"))
     app.router.add_post("/v1/chat/completions", functools.partial(chat.handle, api="openai_chat"))
+    if config.upstream.kind == "openai":
+        app.router.add_get("/api/tags", translated.tags)
+        app.router.add_post("/api/embed", translated.embed)
+        app.router.add_post("/api/embeddings", translated.embed)
+        app.router.add_get("/api/version", translated.version)
+        app.router.add_route("*", "/api/{tail:.*}", translated.unsupported)
     app.router.add_get("/memory/search", admin.search)
     app.router.add_get("/memory/affect", admin.affect)
     app.router.add_get("/memory/{id}", admin.get_memory)

@@ -10,7 +10,7 @@ import asyncio
 import json
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -154,57 +154,80 @@ def exchange_status(reply: Reply, upstream_ok: bool, relayed: bool) -> ExchangeS
     return "ok"
 
 
+class Finalizer:
+    """Hands the exchange to memory exactly once: before the final chunk goes out (called with
+    ``relayed=True``), or at the end of the request whatever happened."""
+
+    def __init__(self, request: web.Request, decided: Plan, api: ApiKind) -> None:
+        self.request = request
+        self.decided = decided
+        self.started = time.time()
+        self.tee = Tee(api, "json")
+        self.upstream_ok = False
+        self.done = False
+
+    def __call__(self, relayed: bool) -> None:
+        if not self.done:
+            self.done = True
+            reply = self.tee.close()
+            status = exchange_status(reply, self.upstream_ok, relayed)
+            remember(self.request, self.decided, reply, status, self.started)
+
+
+def memory_headers(response: web.StreamResponse, decided: Plan) -> None:
+    """Set ``X-Memory-Status`` and ``X-Memory-Recalled`` on ``response``."""
+    response.headers[STATUS_HEADER] = decided.memory_status
+    response.headers[RECALLED_HEADER] = str(len(decided.block.ids))
+
+
 async def handle(request: web.Request, api: ApiKind) -> web.StreamResponse:
     """Serve one intercepted chat request end to end."""
     request.app[COUNTERS].requests += 1
     decided = await plan(request, api)
-    started = time.time()
+    finish = Finalizer(request, decided, api)
     response = web.StreamResponse()
     url = request.app[CONFIG].upstream.url + request.rel_url.raw_path_qs
     headers = to_upstream(request.headers, {"content-length", "accept-encoding"})
-    upstream_ok, tee, finalized = False, Tee(api, "json"), False
-
-    def finalize(relayed: bool) -> None:
-        """Hand the exchange to memory once: before the final chunk goes out, or at the end."""
-        nonlocal finalized
-        if not finalized:
-            finalized = True
-            reply = tee.close()
-            status = exchange_status(reply, upstream_ok, relayed)
-            remember(request, decided, reply, status, started)
-
     try:
         async with upstream_request(
             request, "POST", url, data=decided.body, headers=headers
         ) as upstream:
-            upstream_ok = upstream.status == 200
-            tee = Tee(api, framing_for(upstream.headers.get("Content-Type", "")))
+            finish.upstream_ok = upstream.status == 200
+            finish.tee = Tee(api, framing_for(upstream.headers.get("Content-Type", "")))
             response.set_status(upstream.status, upstream.reason)
             response.headers.extend(end_to_end(upstream.headers, {"content-length"}))
-            response.headers[STATUS_HEADER] = decided.memory_status
-            response.headers[RECALLED_HEADER] = str(len(decided.block.ids))
+            memory_headers(response, decided)
             if upstream.content_length is not None:
                 response.content_length = upstream.content_length
             await response.prepare(request)
-            if await relay(request, upstream, response, tee, finalize):
+            chunks = upstream.content.iter_any()
+            if await relay(request, chunks, upstream.content_length, response, finish.tee, finish):
                 await response.write_eof()
     except (aiohttp.ClientError, TimeoutError) as exc:
-        request.app[COUNTERS].upstream_errors += 1
-        tee.reply.error = f"upstream connection lost: {type(exc).__name__}"
-        log.warning("upstream failed mid-stream on %s: %r", request.path, exc)
-        await finish_with_error(request, response, tee.framing, tee.reply.error)
-    finalize(relayed=False)
+        await broken(request, response, finish.tee, exc)
+    finish(False)
     return response
+
+
+async def broken(
+    request: web.Request, response: web.StreamResponse, tee: Tee, exc: BaseException
+) -> None:
+    """The upstream failed after its headers: record it and tell the client in-band."""
+    request.app[COUNTERS].upstream_errors += 1
+    tee.reply.error = f"upstream connection lost: {type(exc).__name__}"
+    log.warning("upstream failed mid-stream on %s: %r", request.path, exc)
+    await finish_with_error(request, response, tee.framing, tee.reply.error)
 
 
 async def relay(
     request: web.Request,
-    upstream: aiohttp.ClientResponse,
+    chunks: AsyncIterator[bytes],
+    content_length: int | None,
     response: web.StreamResponse,
     tee: Tee,
     finalize: Callable[[bool], None],
 ) -> bool:
-    """Copy upstream chunks to the client as they arrive, feeding the tee.
+    """Copy ``chunks`` to the client as they arrive, feeding the tee.
 
     ``finalize`` runs before the final chunk is written (so the exchange is in the outbox before
     the client sees its answer complete); a single JSON body of unknown length is held back one
@@ -212,11 +235,11 @@ async def relay(
     closed, which stops generation); upstream failures propagate as ``aiohttp.ClientError`` /
     ``TimeoutError``.
     """
-    hold_back = tee.framing == "json" and upstream.content_length is None
+    hold_back = tee.framing == "json" and content_length is None
     held: bytes | None = None
-    async for chunk in upstream.content.iter_any():
+    async for chunk in chunks:
         tee.feed(chunk)
-        if tee.at_end(upstream.content_length):
+        if tee.at_end(content_length):
             finalize(True)
         if hold_back:
             chunk, held = (held or b""), chunk

@@ -41,6 +41,10 @@ class UpstreamConfig(Frozen):
     """The model server the proxy fronts."""
 
     url: str = "http://127.0.0.1:11434"
+    kind: Literal["ollama", "openai"] = "ollama"
+    """``ollama``: an Ollama server. ``openai``: an OpenAI-compatible server (llama.cpp, vLLM,
+    LM Studio); ``/api/chat``, ``/api/generate``, ``/api/tags`` and ``/api/embed`` are then
+    translated to its ``/v1`` API (see ``proxy.openai_upstream``)."""
     connect_timeout_s: float = Field(default=10.0, gt=0)
     read_timeout_s: float = Field(default=600.0, gt=0)
     """Longest silence between two chunks of an upstream reply (model loads can be slow)."""
@@ -81,6 +85,20 @@ class Config(Frozen):
     limits: LimitsConfig = LimitsConfig()
     admin: AdminConfig = AdminConfig()
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+    @model_validator(mode="after")
+    def _embedder_follows_upstream(self) -> Config:
+        """An OpenAI-compatible upstream has no ``/api/embed``: unless an embedder kind was
+        chosen, embed through its ``/v1/embeddings``."""
+        if (
+            self.upstream.kind == "openai"
+            and self.embedder.kind == "ollama"
+            and "kind" not in self.embedder.model_fields_set
+        ):
+            object.__setattr__(
+                self, "embedder", self.embedder.model_copy(update={"kind": "openai"})
+            )
+        return self
 
     @model_validator(mode="after")
     def _admin_token_beyond_loopback(self) -> Config:

@@ -342,6 +342,14 @@ class FakeOllama:
         if body["model"] == "missing":
             error = {"message": "model 'missing' not found", "type": "api_error", "code": None}
             return web.json_response({"error": error}, status=404)
+        if body["model"] == "overflow":
+            error = {
+                "message": "the input length exceeds the context length",
+                "type": "invalid_request_error",
+            }
+            return web.json_response({"error": error}, status=400)
+        if body["model"] == "tool-model" and body["messages"][-1].get("role") != "tool":
+            return await v1_tool_call(request, body)
         text = self.reply_for(body["messages"])
         created = int(time.time())
         base = {
@@ -394,6 +402,39 @@ class FakeOllama:
         await response.write(b"data: [DONE]\n\n")
         await response.write_eof()
         return response
+
+
+async def v1_tool_call(request: web.Request, body: dict[str, Any]) -> web.StreamResponse:
+    """An OpenAI tool call (``get_weather``), streamed in two argument fragments or whole."""
+    call = {
+        "id": "call_1",
+        "type": "function",
+        "function": {"name": "get_weather", "arguments": '{"city": "Tokyo"}'},
+    }
+    base = {"id": "chatcmpl-2", "created": int(time.time()), "model": body["model"]}
+    if not body.get("stream"):
+        message = {"role": "assistant", "content": None, "tool_calls": [call]}
+        choice = {"index": 0, "message": message, "finish_reason": "tool_calls"}
+        return web.json_response({**base, "object": "chat.completion", "choices": [choice]})
+    response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+    await response.prepare(request)
+    pieces = [
+        {
+            "index": 0,
+            "id": "call_1",
+            "type": "function",
+            "function": {"name": "get_weather", "arguments": '{"city": '},
+        },
+        {"index": 0, "function": {"arguments": '"Tokyo"}'}},
+    ]
+    for piece in pieces:
+        delta = {"role": "assistant", "tool_calls": [piece]}
+        chunk = {**base, "choices": [{"index": 0, "delta": delta, "finish_reason": None}]}
+        await response.write(b"data: " + json.dumps(chunk).encode() + b"\n\n")
+    last = {**base, "choices": [{"index": 0, "delta": {}, "finish_reason": "tool_calls"}]}
+    await response.write(b"data: " + json.dumps(last).encode() + b"\n\ndata: [DONE]\n\n")
+    await response.write_eof()
+    return response
 
 
 async def _serve_forever(port: int) -> None:

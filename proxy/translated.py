@@ -1,0 +1,193 @@
+"""Handlers for Ollama's native API when the upstream is OpenAI-compatible
+(``upstream.kind: openai``); the translation itself is in ``proxy.openai_upstream``.
+
+``/api/chat`` and ``/api/generate`` keep the whole memory pipeline (recall, injection, tee,
+outbox) of ``proxy.chat``; only the wire format to the upstream changes. ``/api/tags``,
+``/api/embed``, ``/api/embeddings`` and ``/api/version`` are answered from the ``/v1`` API;
+other ``/api/*`` endpoints (pull, show, ps, ...) answer 501 with a clear error.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import AsyncIterator
+from typing import Any
+
+import aiohttp
+from aiohttp import web
+
+from proxy import __version__
+from proxy.chat import Finalizer, broken, memory_headers, plan, relay
+from proxy.errors import BadRequest, ProxyError
+from proxy.headers import to_upstream
+from proxy.openai_upstream import (
+    OllamaFramer,
+    SseEvents,
+    embed_request,
+    embed_response,
+    error_message,
+    tags_from_models,
+    to_openai_request,
+)
+from proxy.passthrough import upstream_request
+from proxy.state import CONFIG, COUNTERS
+from proxy.tee import Tee
+from proxy.wire import ApiKind, decode_json_object
+
+log = logging.getLogger(__name__)
+
+UNSUPPORTED_HEADER = "X-Memory-Unsupported"
+"""Response header naming request fields the OpenAI-compatible upstream could not honour."""
+DROPPED = {"content-length", "accept-encoding", "content-type"}
+
+
+class NotImplementedByUpstream(ProxyError):
+    """An Ollama endpoint with no OpenAI-compatible equivalent."""
+
+    status = 501
+
+
+def _upstream_url(request: web.Request, path: str) -> str:
+    return request.app[CONFIG].upstream.url + path
+
+
+def _json_headers(request: web.Request) -> dict[str, str]:
+    return {**to_upstream(request.headers, DROPPED), "Content-Type": "application/json"}
+
+
+async def ollama_frames(
+    upstream: aiohttp.ClientResponse, framer: OllamaFramer, stream: bool
+) -> AsyncIterator[bytes]:
+    """The upstream's OpenAI reply as Ollama bytes: NDJSON lines (the closing ``done`` line
+    on its own) or one JSON document. A stream that ends before ``[DONE]`` and without a finish
+    reason ends with an ``{"error"}`` line instead of a ``done`` one."""
+    if not stream:
+        raw = await upstream.read()
+        try:
+            completion = json.loads(raw)
+        except json.JSONDecodeError:
+            yield json.dumps({"error": error_message(200, raw)}).encode()
+            return
+        yield json.dumps(framer.whole(completion), ensure_ascii=False).encode()
+        return
+    events = SseEvents()
+    finished = False
+    async for chunk in upstream.content.iter_any():
+        out = bytearray()
+        for event in events.feed(chunk):
+            if event == "[DONE]":
+                finished = True
+                continue
+            if isinstance(event, dict) and event.get("error") is not None:
+                error = event["error"]
+                text = error.get("message") if isinstance(error, dict) else str(error)
+                out += json.dumps({"error": text}).encode() + b"\n"
+                finished = True
+                continue
+            if isinstance(event, dict) and (line := framer.chunk(event)) is not None:
+                out += json.dumps(line, ensure_ascii=False).encode() + b"\n"
+        if out:
+            yield bytes(out)
+        if finished:
+            break
+    if finished or framer.finish_reason is not None:
+        yield json.dumps(framer.final()).encode() + b"\n"
+    else:
+        yield json.dumps({"error": "upstream stream ended before the reply was complete"}).encode()
+
+
+async def chat(request: web.Request, api: ApiKind) -> web.StreamResponse:
+    """``/api/chat`` or ``/api/generate`` through the memory pipeline to ``/v1``."""
+    request.app[COUNTERS].requests += 1
+    decided = await plan(request, api)
+    body: dict[str, Any] = json.loads(decided.body)
+    translated = to_openai_request(api, body)
+    if translated.unsupported:
+        log.warning(
+            "%s: fields without an OpenAI equivalent were not sent upstream: %s",
+            request.path,
+            ", ".join(translated.unsupported),
+        )
+    finish = Finalizer(request, decided, api)
+    response = web.StreamResponse()
+    try:
+        async with upstream_request(
+            request,
+            "POST",
+            _upstream_url(request, translated.path),
+            data=json.dumps(translated.body, ensure_ascii=False).encode(),
+            headers=_json_headers(request),
+        ) as upstream:
+            finish.upstream_ok = upstream.status == 200
+            if upstream.status != 200:
+                message = error_message(upstream.status, await upstream.read())
+                finish.tee.reply.error = message
+                finish(False)
+                answer = web.json_response({"error": message}, status=upstream.status)
+                memory_headers(answer, decided)
+                return answer
+            finish.tee = Tee(api, "ndjson" if translated.stream else "json")
+            response.content_type = (
+                "application/x-ndjson" if translated.stream else "application/json"
+            )
+            memory_headers(response, decided)
+            if translated.unsupported:
+                response.headers[UNSUPPORTED_HEADER] = ", ".join(translated.unsupported)
+            await response.prepare(request)
+            frames = ollama_frames(upstream, OllamaFramer(api, decided.model), translated.stream)
+            if await relay(request, frames, None, response, finish.tee, finish):
+                await response.write_eof()
+    except (aiohttp.ClientError, TimeoutError) as exc:
+        await broken(request, response, finish.tee, exc)
+    finish(False)
+    return response
+
+
+async def _json_call(
+    request: web.Request, method: str, path: str, body: dict[str, Any] | None = None
+) -> tuple[int, Any]:
+    """One small JSON request to the upstream: ``(status, decoded reply)``; an error reply
+    becomes ``{"error": message}``."""
+    data = None if body is None else json.dumps(body).encode()
+    async with upstream_request(
+        request, method, _upstream_url(request, path), data=data, headers=_json_headers(request)
+    ) as upstream:
+        raw = await upstream.read()
+    if upstream.status != 200:
+        return upstream.status, {"error": error_message(upstream.status, raw)}
+    try:
+        return 200, json.loads(raw)
+    except json.JSONDecodeError:
+        return 502, {"error": f"upstream {path} answered with something other than JSON"}
+
+
+async def tags(request: web.Request) -> web.Response:
+    """``GET /api/tags`` from ``GET /v1/models``."""
+    status, reply = await _json_call(request, "GET", "/v1/models")
+    return web.json_response(tags_from_models(reply) if status == 200 else reply, status=status)
+
+
+async def embed(request: web.Request) -> web.Response:
+    """``POST /api/embed`` (and legacy ``/api/embeddings``) from ``POST /v1/embeddings``."""
+    body = decode_json_object(await request.read())
+    if not isinstance(body.get("model"), str) or not body["model"]:
+        raise BadRequest("model is required")
+    legacy = request.path == "/api/embeddings"
+    status, reply = await _json_call(request, "POST", "/v1/embeddings", embed_request(body))
+    if status != 200:
+        return web.json_response(reply, status=status)
+    return web.json_response(embed_response(reply, body["model"], legacy))
+
+
+async def version(request: web.Request) -> web.Response:
+    """``GET /api/version``: this proxy's version (the upstream has no Ollama version)."""
+    return web.json_response({"version": __version__})
+
+
+async def unsupported(request: web.Request) -> web.Response:
+    """Any other ``/api/*`` endpoint: 501 with the reason."""
+    raise NotImplementedByUpstream(
+        f"{request.method} {request.path} is not available: the upstream is an "
+        f"OpenAI-compatible server (upstream.kind: openai), which has no such endpoint"
+    )
