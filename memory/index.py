@@ -14,6 +14,7 @@ verbatim (bm25s, Lucene's BM25 variant, English stop words and Snowball stemming
 from __future__ import annotations
 
 import itertools
+import logging
 import re
 from collections.abc import Iterable, Sequence
 from typing import Any
@@ -24,6 +25,8 @@ import Stemmer
 
 from memory.embedders import Vectors
 from memory.types import MemoryHit
+
+logging.getLogger("bm25s").setLevel(logging.WARNING)  # it sets DEBUG on itself at import
 
 CONTEXT_WEIGHT = 0.5
 """Weight of each session neighbour's vector in a memory's context vector (see

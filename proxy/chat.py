@@ -25,7 +25,7 @@ from proxy.headers import end_to_end, to_upstream
 from proxy.inject import inject, last_user_turn, recall_query, speaker_name
 from proxy.passthrough import abort, upstream_request
 from proxy.scope import scope_for
-from proxy.state import AFFECT, CONFIG, COUNTERS, MEMORY
+from proxy.state import AFFECT, CONFIG, COUNTERS, MEMORY, PLAN_LISTENERS
 from proxy.tee import Framing, Reply, Tee, framing_for
 from proxy.wire import REQUEST_MODELS, ApiKind, decode_json_object, validate
 
@@ -132,7 +132,10 @@ async def plan(request: web.Request, api: ApiKind) -> Plan:
     sent = json.dumps(body, ensure_ascii=False).encode("utf-8") if injected or sampled else raw
     status = "injected" if injected else ("skipped" if block is None else "none")
     speaker = speaker_name(api, body)
-    return Plan(sent, model, scope, query, block or MemoryBlock.empty(), status, speaker)
+    decided = Plan(sent, model, scope, query, block or MemoryBlock.empty(), status, speaker)
+    for listener in request.app.get(PLAN_LISTENERS, ()):
+        listener(decided)
+    return decided
 
 
 def error_frame(framing: Framing, message: str) -> bytes:

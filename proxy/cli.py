@@ -19,6 +19,7 @@ from memory.ingest import drain, queue, read_messages
 from proxy import __version__
 from proxy.app import create_app, memory_for
 from proxy.config import Config, load_config
+from proxy.demo import DemoError, run_demo
 from proxy.errors import ConfigError
 
 
@@ -41,6 +42,16 @@ def build_parser() -> argparse.ArgumentParser:
     ingest.add_argument("file", type=Path, help="JSONL file (or one JSON array) of messages")
     ingest.add_argument("--user", default="default", help="whose memories these become")
     ingest.add_argument("--config", type=Path, help="YAML config file")
+    demo = commands.add_parser(
+        "demo",
+        help="a scripted conversation through the proxy against the configured upstream, "
+        "showing what is recalled, injected and stored (temporary store)",
+    )
+    demo.add_argument("--config", type=Path, help="YAML config file")
+    demo.add_argument("--model", help="upstream model (default: the first one it lists)")
+    demo.add_argument(
+        "--max-tokens", type=int, default=64, help="longest reply per turn (default 64)"
+    )
     memories = commands.add_parser("memories", help="inspect stored memories")
     memory_commands = memories.add_subparsers(dest="memories_command", required=True)
     export = memory_commands.add_parser(
@@ -119,6 +130,10 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "ingest":
             logging.basicConfig(level="WARNING", format="symbiotic-memory: %(message)s")
             return asyncio.run(ingest_file(config, args.file, args.user))
+        if args.command == "demo":
+            logging.basicConfig(level="WARNING", format="symbiotic-memory: %(message)s")
+            asyncio.run(run_demo(config, args.model, args.max_tokens))
+            return 0
         if args.command == "memories":
             logging.basicConfig(level="WARNING", format="symbiotic-memory: %(message)s")
             asyncio.run(export(config, args.user, args.drain_timeout))
@@ -127,6 +142,9 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"symbiotic-memory: config error: {exc}", file=sys.stderr)
         return 2
+    except DemoError as exc:
+        print(f"symbiotic-memory: demo: {exc}", file=sys.stderr)
+        return 1
     except MemoryLayerError as exc:
         print(f"symbiotic-memory: {exc}", file=sys.stderr)
         return 1

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import aiohttp
 from aiohttp import web
@@ -29,3 +31,6 @@ MEMORY = web.AppKey("memory", MemoryService)
 COUNTERS = web.AppKey("counters", Counters)
 UPSTREAM_BREAKER = web.AppKey("upstream_breaker", CircuitBreaker)
 AFFECT = web.AppKey("affect", Affect)
+PLAN_LISTENERS = web.AppKey("plan_listeners", list[Callable[[Any], None]])
+"""Callbacks given each request's ``proxy.chat.Plan`` (what was recalled and injected) before
+it goes upstream; used by ``symbiotic-memory demo``. Must not block."""

