@@ -4,7 +4,7 @@ The proxy runs in-process on a free loopback port in front of the configured ups
 configured embedder but a temporary store (your own memories are neither read nor changed).
 The official ``ollama`` client plays the user: three separate conversations, so whatever the
 model learns about the user in the first can only reach the later ones through memory. Each
-turn shows what was recalled and injected, the model's reply as it streams, and what was
+turn shows what was recalled and injected, the model's reply, and what was
 stored, with its token counts and symbiosis score.
 """
 
@@ -136,17 +136,14 @@ async def run_demo(
                 client = ollama.AsyncClient(
                     host=url, headers={"X-Memory-User": user, "X-Memory-Session": conversation}
                 )
-                reply = ""
-                final: Any = None
-                try:
-                    async for part in await client.chat(
+                try:  # not streamed: some OpenAI-compatible servers report usage only then
+                    final = await client.chat(
                         model=model,
                         messages=history,
-                        stream=True,
+                        stream=False,
                         options={"num_predict": max_tokens, "temperature": 0.2},
-                    ):
-                        reply += part.message.content or ""
-                        final = part
+                    )
+                    reply = final.message.content or ""
                 except ollama.ResponseError as exc:
                     out.write(f"upstream error: {exc.error}\n")
                     return injected_turns
@@ -179,7 +176,7 @@ async def run_demo(
                     out.write(
                         f"stored:   memory {newest.id[:8]} ({counts}), symbiosis: {_score(meta)}\n"
                     )
-                if final is not None and final.done_reason:
+                if final.done_reason:
                     out.write(f"          done: {final.done_reason}\n")
             out.write(
                 f"\n{len(await app[MEMORY].store.all(user))} memories stored; memories were "
