@@ -45,6 +45,16 @@ def _num(hit: MemoryHit, key: str) -> float:
     return float(value) if isinstance(value, int | float) else 0.0
 
 
+def _strength(hit: MemoryHit) -> float:
+    value = hit.metadata.get("strength", 1.0)
+    return min(1.0, max(0.0, float(value))) if isinstance(value, int | float) else 1.0
+
+
+def _event_at(hit: MemoryHit) -> float:
+    value = hit.metadata.get("event_at", hit.metadata.get("created_at"))
+    return float(value) if isinstance(value, int | float) else 0.0
+
+
 def session_order(hits: Sequence[MemoryHit]) -> tuple[np.ndarray, np.ndarray]:
     """Previous and next memory in the same session for every memory, by event time then
     storage time: two int arrays of shape ``(n,)`` holding an index, or -1 (none; memories
@@ -141,6 +151,10 @@ class UserIndex:
             self.context = context_vectors(self.vectors, self.prev, self.next)
             self.centroids = session_centroids(hits, self.vectors)
         self.speaker = np.array([str(h.metadata.get("speaker") or "") for h in hits], dtype=object)
+        self.strength = np.array([_strength(h) for h in hits], dtype=np.float64)
+        """``strength`` of each memory in [0, 1] (1 when not set), shape ``(n,)``."""
+        self.event_at = np.array([_event_at(h) for h in hits], dtype=np.float64)
+        """Event time of each memory (Unix seconds; 0 when unknown), shape ``(n,)``."""
         self.names = first_names({s for s in self.speaker if s})
         self._stemmer = Stemmer.Stemmer("english")
         self._bm25: Any = None

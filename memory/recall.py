@@ -257,17 +257,10 @@ def memory_weights(index: UserIndex, now: float, weights: Weights) -> np.ndarray
     ``(1 + recency * 2 ** (-age / half_life))``; ``strength`` in [0, 1] (default 1), age from
     the memory's event time to ``now`` (Unix seconds). A months-old memory keeps at least
     ``1 / (1 + recency)`` of a fresh one's score: recency orders, it does not forget."""
-    strength = np.array(
-        [_clip01(h.metadata.get("strength", 1.0)) for h in index.hits], dtype=np.float64
-    )
-    event = np.array([stamp(h) for h in index.hits], dtype=np.float64)
-    age = np.clip(now - event, 0.0, None)
+    age = np.clip(now - index.event_at, 0.0, None)
     recency = 1.0 + weights.recency * np.exp2(-age / weights.recency_half_life_s)
-    return (0.5 + 0.5 * strength) * recency
-
-
-def _clip01(value: object) -> float:
-    return min(1.0, max(0.0, float(value))) if isinstance(value, int | float) else 1.0
+    out: np.ndarray = (0.5 + 0.5 * index.strength) * recency
+    return out
 
 
 def fused_scores(
