@@ -337,6 +337,20 @@ def distinct(order: Iterable[int], index: UserIndex, threshold: float) -> Iterat
         yield i
 
 
+def already_in_context(hit: MemoryHit, turns: frozenset[str]) -> bool:
+    """Whether ``hit`` is the memory of one of ``turns`` (user messages the request already
+    carries): its text is the turn, or ``User: <turn>`` followed by the reply.
+
+    >>> already_in_context(MemoryHit("a", "User: hi there\\nAssistant: hello", {}),
+    ...                    frozenset({"hi there"}))
+    True
+    """
+    text = hit.text
+    if text.startswith("User: "):
+        text = text[6:].split("\nAssistant: ", 1)[0]
+    return text.strip() in turns
+
+
 class Recaller:
     """Recall within one user's memories (see the module docstring). The embed and store calls
     are injected (the service passes them through its circuit breakers), and so is the lookup
@@ -368,9 +382,18 @@ class Recaller:
         vector = (await self._embed([query]))[0]
         return await self._query(scope.user, vector, k)
 
-    async def recall(self, scope: Scope, query: str, knobs: Knobs | None = None) -> MemoryBlock:
+    async def recall(
+        self,
+        scope: Scope,
+        query: str,
+        knobs: Knobs | None = None,
+        in_context: frozenset[str] = frozenset(),
+    ) -> MemoryBlock:
         """Recall for one request; ``knobs`` (``k``, ``max_tokens``, ``min_similarity``) override
-        the configured values. ``timings_ms`` has ``embed``, ``candidates``, ``rank``, ``pack``.
+        the configured values. Memories of user turns listed in ``in_context`` (the request's
+        own earlier messages, already in front of the model) are left out
+        (:func:`already_in_context`). ``timings_ms`` has ``embed``, ``candidates``, ``rank``,
+        ``pack``.
 
         Raises:
             EmbedderError, StoreError: the caller fails open.
@@ -403,6 +426,8 @@ class Recaller:
             ranked = [h for h in dense if (h.similarity or 0.0) >= floor]
             best = max((h.similarity for h in dense if h.similarity is not None), default=None)
         t3 = time.perf_counter()
+        if in_context:
+            ranked = (h for h in ranked if not already_in_context(h, in_context))
         block = render_block(ranked, self._config.template, max_tokens, max_items=k)
         t4 = time.perf_counter()
         timings = {

@@ -166,13 +166,18 @@ class MemoryService:
         await self.store.close()
 
     async def recall(
-        self, scope: Scope, query: str, knobs: Mapping[str, float] | None = None
+        self,
+        scope: Scope,
+        query: str,
+        knobs: Mapping[str, float] | None = None,
+        in_context: frozenset[str] = frozenset(),
     ) -> MemoryBlock:
         """The memory block for ``query`` in ``scope``; raises MemoryLayerError subclasses.
+        ``in_context``: user turns the request already carries (their memories are left out).
 
         The injected memories' ``access_count`` and ``last_access_at`` are updated in the
         store later, by the writer (never on the response path)."""
-        block = await self.recaller.recall(scope, query, knobs)
+        block = await self.recaller.recall(scope, query, knobs, in_context)
         if block.ids:
             now = time.time()
             touched = self._accessed.setdefault(scope.user, {})

@@ -22,7 +22,13 @@ from memory.errors import MemoryLayerError
 from memory.types import Exchange, ExchangeStatus, MemoryBlock, Scope
 from proxy.errors import PayloadTooLarge
 from proxy.headers import end_to_end, to_upstream
-from proxy.inject import inject, last_user_turn, recall_query, speaker_name
+from proxy.inject import (
+    earlier_user_turns,
+    inject,
+    last_user_turn,
+    recall_query,
+    speaker_name,
+)
 from proxy.passthrough import abort, upstream_request
 from proxy.scope import scope_for
 from proxy.state import AFFECT, CONFIG, COUNTERS, MEMORY, PLAN_LISTENERS
@@ -66,7 +72,11 @@ async def read_body(request: web.Request) -> bytes:
 
 
 async def recall_fail_open(
-    request: web.Request, scope: Scope, query: str, knobs: dict[str, float] | None
+    request: web.Request,
+    scope: Scope,
+    query: str,
+    knobs: dict[str, float] | None,
+    in_context: frozenset[str] = frozenset(),
 ) -> MemoryBlock | None:
     """Recall within ``memory.timeout_ms``; None (with a warning and a count) if memory fails.
 
@@ -75,7 +85,7 @@ async def recall_fail_open(
     memory = request.app[MEMORY]
     timeout_s = request.app[CONFIG].memory.timeout_ms / 1000
     try:
-        return await asyncio.wait_for(memory.recall(scope, query, knobs), timeout_s)
+        return await asyncio.wait_for(memory.recall(scope, query, knobs, in_context), timeout_s)
     except (TimeoutError, MemoryLayerError) as exc:
         request.app[COUNTERS].fail_open += 1
         reason = f"timed out after {timeout_s:.3f}s" if isinstance(exc, TimeoutError) else exc
@@ -115,7 +125,9 @@ async def plan(request: web.Request, api: ApiKind) -> Plan:
         status = "off" if scope is None else "none"
         return Plan(raw, model, scope, query, MemoryBlock.empty(), status)
     knobs = steer(request, scope, query)
-    block = await recall_fail_open(request, scope, recall_query(api, body, query), knobs)
+    block = await recall_fail_open(
+        request, scope, recall_query(api, body, query), knobs, earlier_user_turns(api, body)
+    )
     if block is not None and AFFECT in request.app:
         request.app[AFFECT].recalled(scope.user, block.best_similarity)
     injected = block is not None and bool(block.text)

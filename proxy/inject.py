@@ -98,6 +98,20 @@ def recall_query(api: ApiKind, body: dict[str, Any], turn: str) -> str:
     return f"{previous}\n{turn}" if previous else turn
 
 
+def earlier_user_turns(api: ApiKind, body: dict[str, Any]) -> frozenset[str]:
+    """Texts of the user messages before the last one (stripped): what the model already sees.
+
+    >>> body = {"messages": [{"role": "user", "content": "a "}, {"role": "user", "content": "b"}]}
+    >>> sorted(earlier_user_turns("ollama_chat", body))
+    ['a']
+    """
+    if api == "ollama_generate":
+        return frozenset()
+    users = [m for m in body.get("messages") or [] if m.get("role") == "user"]
+    texts = (content_text(m.get("content")).strip() for m in users[:-1])
+    return frozenset(t for t in texts if t)
+
+
 def speaker_name(api: ApiKind, body: dict[str, Any]) -> str | None:
     """The ``name`` of the last user message (OpenAI chat messages may carry one), or None.
 

@@ -23,9 +23,11 @@ async def test_demo_shows_recall_injection_and_storage(fake: FakeOllama, tmp_pat
     out = io.StringIO()
     injected = await run_demo(config, None, max_tokens=8, out=out)
     text = out.getvalue()
-    assert injected == 3 and "model llama3.2" in text
+    assert injected == 2 and "model llama3.2" in text
     turns = text.split("--- turn ")[1:]
     assert len(turns) == 4 and "recalled: nothing" in turns[0]
+    assert "recalled: nothing" in turns[1]  # turn 1 is still in that conversation's history
+    assert "peanuts" in turns[2].split("model:")[0]
     assert "Lisbon" in turns[3].split("model:")[0]  # recalled before the model answered
     assert text.count("stored:   memory") == 4 and "symbiosis: not scored" in text
     assert "4 memories stored" in text

@@ -220,3 +220,20 @@ def test_memories_of_stop_words_only_get_no_lexical_scores():
     index = UserIndex([hit("a", "the", created_at=1.0), hit("b", "a", created_at=2.0)], None)
     assert index.lexical_scores("the cat").tolist() == [0.0, 0.0]
     assert index.search("cat", 3) == [] and not index.dense
+
+
+async def test_memories_of_turns_still_in_the_conversation_are_not_injected_again(
+    proxy: RunningProxy, fake: FakeOllama
+):
+    client = proxy.ollama("erin")
+    fact = "My cat is called Miso"
+    told = await client.chat(model="m", messages=[{"role": "user", "content": fact}])
+    await proxy.flush()
+    question = {"role": "user", "content": "What is my cat called?"}
+    same = [{"role": "user", "content": fact}, told.message.model_dump(), question]
+    await client.chat(model="m", messages=same)
+    sent = fake.calls("/api/chat")[-1].json()["messages"]
+    assert [m["role"] for m in sent] == ["user", "assistant", "user"]  # nothing injected
+    await client.chat(model="m", messages=[question])  # a new conversation: memory brings it
+    sent = fake.calls("/api/chat")[-1].json()["messages"]
+    assert sent[0]["role"] == "system" and "Miso" in sent[0]["content"]
