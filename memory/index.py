@@ -50,7 +50,8 @@ def _strength(hit: MemoryHit) -> float:
     return min(1.0, max(0.0, float(value))) if isinstance(value, int | float) else 1.0
 
 
-def _event_at(hit: MemoryHit) -> float:
+def stamp(hit: MemoryHit) -> float:
+    """Event time (Unix seconds) of a memory, else its storage time; 0 when unknown."""
     value = hit.metadata.get("event_at", hit.metadata.get("created_at"))
     return float(value) if isinstance(value, int | float) else 0.0
 
@@ -153,7 +154,7 @@ class UserIndex:
         self.speaker = np.array([str(h.metadata.get("speaker") or "") for h in hits], dtype=object)
         self.strength = np.array([_strength(h) for h in hits], dtype=np.float64)
         """``strength`` of each memory in [0, 1] (1 when not set), shape ``(n,)``."""
-        self.event_at = np.array([_event_at(h) for h in hits], dtype=np.float64)
+        self.event_at = np.array([stamp(h) for h in hits], dtype=np.float64)
         """Event time of each memory (Unix seconds; 0 when unknown), shape ``(n,)``."""
         self.names = first_names({s for s in self.speaker if s})
         self._stemmer = Stemmer.Stemmer("english")

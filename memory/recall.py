@@ -32,7 +32,7 @@ import numpy as np
 
 from memory.config import MemoryConfig
 from memory.embedders import Vectors
-from memory.index import UserIndex
+from memory.index import UserIndex, stamp
 from memory.tokens import count_tokens
 from memory.types import MemoryBlock, MemoryHit, Scope
 
@@ -94,12 +94,6 @@ def render_memories(hits: Sequence[MemoryHit]) -> str:
                 lines.append(f"[{date}]")
         lines.append(f"- {render_body(hits[i])}")
     return "\n".join(lines)
-
-
-def stamp(hit: MemoryHit) -> float:
-    """Event time (Unix seconds) of a memory; 0 when unknown."""
-    value = hit.metadata.get("event_at", hit.metadata.get("created_at"))
-    return float(value) if isinstance(value, int | float) else 0.0
 
 
 def render_block(

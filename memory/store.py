@@ -64,11 +64,8 @@ class Store(Protocol):
         ``(len(ids), dim)``; a repeated id keeps its last record."""
         ...
 
-    async def query(
-        self, user: str, vector: Vectors, k: int, ids_only: bool = False
-    ) -> list[MemoryHit]:
-        """The ``k`` memories of ``user`` nearest to ``vector``, most similar first; with
-        ``ids_only`` the hits carry only id and similarity (no text, no metadata: faster)."""
+    async def query(self, user: str, vector: Vectors, k: int) -> list[MemoryHit]:
+        """The ``k`` memories of ``user`` nearest to ``vector``, most similar first."""
         ...
 
     async def get(self, user: str, memory_id: str) -> MemoryHit | None:
@@ -253,9 +250,7 @@ class ChromaStore:
             ],
         )
 
-    async def query(
-        self, user: str, vector: Vectors, k: int, ids_only: bool = False
-    ) -> list[MemoryHit]:
+    async def query(self, user: str, vector: Vectors, k: int) -> list[MemoryHit]:
         """See :meth:`Store.query`; similarity = 1 - cosine distance."""
         collection = await self._run(self._collection, user)
         if collection is None:
@@ -264,7 +259,7 @@ class ChromaStore:
             collection.query,
             query_embeddings=[np.asarray(vector, dtype=np.float32).tolist()],
             n_results=k,
-            include=["distances"] if ids_only else ["documents", "metadatas", "distances"],
+            include=["documents", "metadatas", "distances"],
         )
         ids = result["ids"][0]
         dists = (result.get("distances") or [[]])[0]
@@ -299,35 +294,22 @@ class ChromaStore:
 
     async def all(self, user: str, batch: int = 500) -> list[MemoryHit]:
         """See :meth:`Store.all`; pages through the collection ``batch`` records at a time."""
-        collection = await self._run(self._collection, user)
-        if collection is None:
-            return []
-        out: list[MemoryHit] = []
-        while True:
-            page = await self._run(
-                collection.get, limit=batch, offset=len(out), include=["documents", "metadatas"]
-            )
-            docs = page.get("documents") or [""] * len(page["ids"])
-            metas = page.get("metadatas") or [{}] * len(page["ids"])
-            out.extend(
-                MemoryHit(id=i, text=d or "", metadata=dict(m or {}))
-                for i, d, m in zip(page["ids"], docs, metas, strict=True)
-            )
-            if len(page["ids"]) < batch:
-                return out
+        hits, _ = await self._pages(user, batch, vectors=False)
+        return hits
 
     async def snapshot(self, user: str, batch: int = 500) -> tuple[list[MemoryHit], Vectors]:
         """See :meth:`Store.snapshot`."""
+        return await self._pages(user, batch, vectors=True)
+
+    async def _pages(self, user: str, batch: int, vectors: bool) -> tuple[list[MemoryHit], Vectors]:
+        """Every record of ``user``, ``batch`` at a time, and (with ``vectors``) their vectors
+        (shape ``(n, dim)``, or ``(0, 0)`` without them)."""
         collection = await self._run(self._collection, user)
+        include = ["documents", "metadatas", *(["embeddings"] if vectors else [])]
         hits: list[MemoryHit] = []
         rows: list[Any] = []
         while collection is not None:
-            page = await self._run(
-                collection.get,
-                limit=batch,
-                offset=len(hits),
-                include=["documents", "metadatas", "embeddings"],
-            )
+            page = await self._run(collection.get, limit=batch, offset=len(hits), include=include)
             docs = page.get("documents") or [""] * len(page["ids"])
             metas = page.get("metadatas") or [{}] * len(page["ids"])
             hits.extend(

@@ -229,9 +229,9 @@ class OllamaFramer:
         slot["name"] += function.get("name") or ""
         slot["arguments"] += function.get("arguments") or ""
 
-    def final(self) -> dict[str, Any]:
-        """The closing chunk (``done: true``)."""
-        out = {**self._base(), **self._content("")}
+    def final(self, text: str = "", thinking: str = "") -> dict[str, Any]:
+        """The closing chunk (``done: true``); a whole reply passes its ``text``."""
+        out = {**self._base(), **self._content(text, thinking)}
         if self._calls and self.api == "ollama_chat":
             out["message"]["tool_calls"] = _tool_calls_to_ollama(self._calls)
         out["done"] = True
@@ -257,11 +257,7 @@ class OllamaFramer:
             thinking = message.get("reasoning_content") or message.get("reasoning") or ""
             self._calls = list(message.get("tool_calls") or [])
             self.finish_reason = choice.get("finish_reason")
-        out = self.final()
-        out.update(self._content(text, thinking))
-        if self._calls and self.api == "ollama_chat":
-            out["message"]["tool_calls"] = _tool_calls_to_ollama(self._calls)
-        return out
+        return self.final(text, thinking)
 
 
 class SseEvents:
