@@ -195,3 +195,111 @@ class MemoryConfig(Frozen):
         if "{memories}" not in value:
             raise ValueError("template must contain the placeholder {memories}")
         return value
+
+
+DEFAULT_PRINCIPLES = (
+    "No harm to the user.",
+    "No harm to the planet.",
+    "Truthfulness: say what is true, say when unsure.",
+    "Consistency with these principles.",
+    "Self-consistency: do not contradict earlier answers without saying why.",
+    "Safety: do not help with what endangers people; do not refuse what is harmless.",
+)
+"""The anchor principles, after the source project's prototype judge rubric."""
+
+DEFAULT_WEIGHTS = {
+    "harm_refusal": 1.0,
+    "reply_quality": 0.3,
+    "user_retention": 0.6,
+    "compute_cost": 0.1,
+    "judge": 0.5,
+}
+
+
+class JudgeConfig(Frozen):
+    """An optional LLM judge, asked through the upstream (Ollama ``/api/chat`` with a JSON
+    schema in ``format``), off the response path; its failures never block a write."""
+
+    enabled: bool = False
+    model: str | None = None
+    """Model to ask (required when enabled)."""
+    timeout_s: float = Field(default=60.0, gt=0)
+
+    @model_validator(mode="after")
+    def _needs_model(self) -> JudgeConfig:
+        if self.enabled and not self.model:
+            raise ValueError("symbiosis.judge.model is required when the judge is enabled")
+        return self
+
+
+class SymbiosisConfig(Frozen):
+    """The public definition of symbiosis and how it is scored (see ``memory.symbiosis``)."""
+
+    enabled: bool = True
+    scorer: Literal["default", "lexical"] = "default"
+    """``default``: MiniLM-based classifiers plus lexical signals (needs the ``local`` extra,
+    falls back to ``lexical`` without it); ``lexical``: refusal, feedback and cost only."""
+    threshold: float = Field(default=0.4, ge=0, le=1)
+    """At or below: repulsor; above: attractor."""
+    principles: tuple[str, ...] = DEFAULT_PRINCIPLES
+    weights: dict[str, float] = Field(default_factory=lambda: dict(DEFAULT_WEIGHTS))
+    """Weight of each dimension in the score (``judge`` applies to every judge dimension)."""
+    caution_similarity: float = Field(default=0.6, ge=-1, le=1)
+    """A repulsor this similar (cosine) to the request adds a cautionary note (never its text)."""
+    repulsion: float = Field(default=0.5, ge=0, le=1)
+    """Largest share of a candidate's score a similar repulsor takes away."""
+    log_path: Path | None = None
+    """Tamper-evident score log (JSONL, hash-chained); default ``<store.path>-scores.jsonl``."""
+    archive_path: Path | None = None
+    """Raw archive of every exchange (SQLite); default ``<store.path>-archive.sqlite3``."""
+    judge: JudgeConfig = JudgeConfig()
+
+    @field_validator("weights")
+    @classmethod
+    def _known(cls, value: dict[str, float]) -> dict[str, float]:
+        unknown = set(value) - set(DEFAULT_WEIGHTS)
+        if unknown or any(v < 0 for v in value.values()):
+            raise ValueError(
+                f"weights take non-negative values for {sorted(DEFAULT_WEIGHTS)}; "
+                f"unknown: {sorted(unknown)}"
+            )
+        return {**DEFAULT_WEIGHTS, **value}
+
+
+class MetabolismConfig(Frozen):
+    """Write gate, reinforcement, decay, tiers and the sleep cycle (see ``memory.metabolism``)."""
+
+    enabled: bool = True
+    gate_threshold: float = Field(default=0.5, ge=0, le=1)
+    """Exchanges whose importance (a sigmoid of lexical features) is below this stay in the raw
+    archive only (greetings, acknowledgements)."""
+    reinforce_similarity: float = Field(default=0.95, gt=0, le=1)
+    """A new exchange at least this similar (cosine) to a memory of the same polarity
+    reinforces it instead of adding a copy."""
+    half_life_free_days: float = Field(default=60.0, gt=0)
+    """Half-life of a rarely used (free) memory's strength, in the user's *active* days."""
+    half_life_screened_days: float = Field(default=240.0, gt=0)
+    """Half-life of an often used (screened) memory's strength, in active days."""
+    screen_at: int = Field(default=3, ge=1)
+    """Uses (recalls + reinforcements) at which a free memory becomes screened."""
+    free_below: int = Field(default=1, ge=0)
+    """A screened memory falls back to free when its uses in the last cycle window drop
+    below this (hysteresis: screen_at > free_below)."""
+    dormant_below: float = Field(default=0.1, ge=0, lt=1)
+    """Strength below which a memory is dormant: kept, not recalled, revived by reinforcement."""
+    consolidate_similarity: float = Field(default=0.95, gt=0, le=1)
+    """Same-polarity memories at least this similar are consolidated in the sleep cycle."""
+    promotion_bandwidth: float = Field(default=0.01, gt=0, le=1)
+    """Largest share of a user's memories promoted per cycle (at least one)."""
+    shared_min_users: int = Field(default=3, ge=2)
+    """Distinct users who must independently hold a memory before it enters the shared tier."""
+    shared: bool = False
+    """Build the shared tier (texts confirmed by several users; off: nothing crosses users)."""
+    interval_s: float = Field(default=0.0, ge=0)
+    """Run the sleep cycle in the proxy every this many seconds (0: only from the CLI)."""
+
+    @model_validator(mode="after")
+    def _hysteresis(self) -> MetabolismConfig:
+        if self.free_below >= self.screen_at:
+            raise ValueError("metabolism.free_below must be below metabolism.screen_at")
+        return self

@@ -24,6 +24,7 @@ import numpy as np
 import Stemmer
 
 from memory.embedders import Vectors
+from memory.metabolism import active_days, last_used
 from memory.types import MemoryHit
 
 logging.getLogger("bm25s").setLevel(logging.WARNING)  # it sets DEBUG on itself at import
@@ -40,9 +41,9 @@ def _tokenize(texts: list[str], stemmer: Any) -> Any:
     )
 
 
-def _num(hit: MemoryHit, key: str) -> float:
+def _num(hit: MemoryHit, key: str, default: float = 0.0) -> float:
     value = hit.metadata.get(key)
-    return float(value) if isinstance(value, int | float) else 0.0
+    return float(value) if isinstance(value, int | float) else default
 
 
 def _strength(hit: MemoryHit) -> float:
@@ -156,6 +157,18 @@ class UserIndex:
         """``strength`` of each memory in [0, 1] (1 when not set), shape ``(n,)``."""
         self.event_at = np.array([stamp(h) for h in hits], dtype=np.float64)
         """Event time of each memory (Unix seconds; 0 when unknown), shape ``(n,)``."""
+        self.repulsor = np.array([h.metadata.get("polarity") == "repulsor" for h in hits], bool)
+        """Memories scored at or below the symbiosis threshold, shape ``(n,)``."""
+        self.dormant = np.array([h.metadata.get("dormant") is True for h in hits], dtype=bool)
+        """Memories the sleep cycle found dormant (decayed or consolidated), shape ``(n,)``."""
+        self.symbiosis = np.array([_num(h, "symbiosis", 0.5) for h in hits], dtype=np.float64)
+        """Symbiosis score of each memory (0.5 when unscored), shape ``(n,)``."""
+        self.last_used = np.array([last_used(h.metadata) for h in hits], dtype=np.float64)
+        """When each memory was last said, recalled or reinforced (Unix seconds)."""
+        self.screened = np.array([h.metadata.get("phase") == "screened" for h in hits], bool)
+        """Memories in the screened (slow decay) phase, shape ``(n,)``."""
+        self.days = active_days(self.event_at)
+        """The user's active days (sorted distinct UTC day numbers of event times)."""
         self.names = first_names({s for s in self.speaker if s})
         self._stemmer = Stemmer.Stemmer("english")
         self._bm25: Any = None

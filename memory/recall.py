@@ -30,9 +30,10 @@ from datetime import UTC, datetime
 
 import numpy as np
 
-from memory.config import MemoryConfig
+from memory.config import MemoryConfig, MetabolismConfig, SymbiosisConfig
 from memory.embedders import Vectors
 from memory.index import UserIndex, stamp
+from memory.metabolism import effective_strength
 from memory.tokens import count_tokens
 from memory.types import MemoryBlock, MemoryHit, Scope
 
@@ -49,6 +50,14 @@ MIN_MEMORY_TOKENS = 4
 """The fewest tokens a rendered memory line takes (``- x`` plus the line break)."""
 MAX_MISFITS = 50
 """Packing stops after this many memories in a row were too long for the space left."""
+CAUTION = (
+    "- Caution: an earlier exchange about a request like this one was judged harmful or "
+    "unhelpful to the user. Answer with care, within your principles."
+)
+"""The cautionary line a highly relevant repulsor adds, worded without the repulsor's own
+content (putting its text in the context would make the model attend to it: the "white bear"
+effect the source project warns of)."""
+_TAGS = re.compile(r"</?\s*memories\s*>", re.IGNORECASE)
 
 
 def event_date(hit: MemoryHit) -> str:
@@ -66,13 +75,17 @@ def event_date(hit: MemoryHit) -> str:
 def render_body(hit: MemoryHit) -> str:
     """A memory's text on one line (line breaks folded to `` / ``).
 
+    A ``<memories>`` or ``</memories>`` tag inside the text is defused (``<\u200bmemories>``)
+    so a stored text cannot close the data block and pose as instructions.
+
     >>> render_body(MemoryHit(id="a", text="User: hi\\nAssistant: hello", metadata={}))
     'User: hi / Assistant: hello'
     """
-    return " / ".join(line.strip() for line in hit.text.splitlines() if line.strip())
+    text = " / ".join(line.strip() for line in hit.text.splitlines() if line.strip())
+    return _TAGS.sub(lambda m: m.group(0).replace("<", "<\u200b", 1), text)
 
 
-def render_memories(hits: Sequence[MemoryHit]) -> str:
+def render_memories(hits: Sequence[MemoryHit], caution: str | None = None) -> str:
     """Memories grouped under their event date, oldest first, one bullet each.
 
     >>> a = MemoryHit("a", "B said x", {"event_at": 86400.0})
@@ -84,7 +97,7 @@ def render_memories(hits: Sequence[MemoryHit]) -> str:
     - B said x
     """
     order = sorted(range(len(hits)), key=lambda i: (stamp(hits[i]), i))
-    lines: list[str] = []
+    lines: list[str] = [caution] if caution else []
     current: str | None = None
     for i in order:
         date = event_date(hits[i])
@@ -97,7 +110,11 @@ def render_memories(hits: Sequence[MemoryHit]) -> str:
 
 
 def render_block(
-    hits: Iterable[MemoryHit], template: str, max_tokens: int, max_items: int | None = None
+    hits: Iterable[MemoryHit],
+    template: str,
+    max_tokens: int,
+    max_items: int | None = None,
+    caution: str | None = None,
 ) -> MemoryBlock:
     """Render ``hits`` (best first) into ``template`` within ``max_tokens`` cl100k tokens.
 
@@ -108,7 +125,8 @@ def render_block(
     memory. They are shown grouped by event
     date, oldest first, so the model can answer "when" questions; ``ids`` keep the rank order.
     The returned ``text`` never exceeds ``max_tokens`` (the whole block is counted, template
-    included) and is ``""`` when no memory fits.
+    included) and is ``""`` when no memory fits. A ``caution`` line (:data:`CAUTION`) goes
+    first when it fits, and alone when no memory does.
 
     >>> hits = [MemoryHit(id=str(i), text="x " * 40, metadata={}) for i in range(5)]
     >>> block = render_block(hits, "{memories}", 100)
@@ -116,6 +134,11 @@ def render_block(
     (True, 2)
     """
     used = count_tokens(template.replace("{memories}", ""))
+    if caution is not None:
+        if used + count_tokens(caution) + 1 > max_tokens:
+            caution = None
+        else:
+            used += count_tokens(caution) + 1
     chosen: list[MemoryHit] = []
     dates: set[str] = set()
     misfits = 0
@@ -135,11 +158,14 @@ def render_block(
             misfits = 0
         else:
             misfits += 1
-    while chosen:
-        text = template.replace("{memories}", render_memories(chosen))
+    while chosen or caution:
+        text = template.replace("{memories}", render_memories(chosen, caution))
         tokens = count_tokens(text)
         if tokens <= max_tokens:  # merges across joins can only shrink the count; check anyway
-            return MemoryBlock(text=text, ids=tuple(h.id for h in chosen), tokens=tokens)
+            ids = tuple(h.id for h in chosen)
+            return MemoryBlock(text=text, ids=ids, tokens=tokens, caution=caution is not None)
+        if not chosen:
+            break
         chosen.pop()
     return MemoryBlock.empty()
 
@@ -246,15 +272,65 @@ def zscore(values: np.ndarray) -> np.ndarray:
     return out
 
 
-def memory_weights(index: UserIndex, now: float, weights: Weights) -> np.ndarray:
+def memory_weights(
+    index: UserIndex, now: float, weights: Weights, metabolism: MetabolismConfig | None = None
+) -> np.ndarray:
     """Multiplicative weight per memory, shape ``(n,)``: ``(0.5 + 0.5 * strength)`` times
-    ``(1 + recency * 2 ** (-age / half_life))``; ``strength`` in [0, 1] (default 1), age from
-    the memory's event time to ``now`` (Unix seconds). A months-old memory keeps at least
-    ``1 / (1 + recency)`` of a fresh one's score: recency orders, it does not forget."""
+    ``(1 + recency * 2 ** (-age / half_life))`` times ``(0.9 + 0.2 * symbiosis)``.
+
+    ``strength`` in [0, 1] is the stored strength, decayed over the user's active days when
+    ``metabolism`` is given (:func:`memory.metabolism.effective_strength`); age runs from the
+    memory's event time to ``now`` (Unix seconds); a months-old memory keeps at least
+    ``1 / (1 + recency)`` of a fresh one's score: recency orders, it does not forget. The
+    symbiosis factor is the source project's "mycelial" recall: among equally relevant
+    memories, the healthier one ranks first (0.9 for a score of 0, 1.1 for 1)."""
     age = np.clip(now - index.event_at, 0.0, None)
     recency = 1.0 + weights.recency * np.exp2(-age / weights.recency_half_life_s)
-    out: np.ndarray = (0.5 + 0.5 * index.strength) * recency
+    strength = index.strength
+    if metabolism is not None:
+        strength = effective_strength(
+            index.strength, index.last_used, index.screened, index.days, metabolism
+        )
+    out: np.ndarray = (0.5 + 0.5 * strength) * recency * (0.9 + 0.2 * index.symbiosis)
     return out
+
+
+def awake(index: UserIndex, metabolism: MetabolismConfig | None) -> np.ndarray:
+    """Memories that may be injected, shape ``(n,)`` bool: not repulsors, not dormant (marked
+    by the sleep cycle, or decayed below ``metabolism.dormant_below`` since)."""
+    out = ~index.repulsor & ~index.dormant
+    if metabolism is not None:
+        strength = effective_strength(
+            index.strength, index.last_used, index.screened, index.days, metabolism
+        )
+        out &= strength >= metabolism.dormant_below
+    result: np.ndarray = out
+    return result
+
+
+def repel(
+    index: UserIndex, vector: np.ndarray, scores: np.ndarray, floor: float, share: float
+) -> tuple[np.ndarray, float]:
+    """Negative relevance feedback from repulsors (as in Rocchio's algorithm, which moves the
+    query away from non-relevant documents; here the candidates near a relevant repulsor lose
+    score instead, which keeps the query embedding untouched).
+
+    Repulsors with cosine >= ``floor`` to the query are the relevant ones; each candidate loses
+    ``share * clip((c - 0.5) / 0.5, 0, 1)`` of its score, ``c`` its largest cosine to one of
+    them. Returns the new scores and the largest query-repulsor cosine (-1 without repulsors).
+    """
+    if index.vectors is None or not index.repulsor.any():
+        return scores, -1.0
+    rows = np.flatnonzero(index.repulsor)
+    to_query = index.vectors[rows] @ np.asarray(vector, dtype=np.float32)
+    relevant = rows[to_query >= floor]
+    top = float(to_query.max())
+    if not len(relevant) or share <= 0:
+        return scores, top
+    closeness = (index.vectors @ index.vectors[relevant].T).max(axis=1)
+    penalty = share * np.clip((closeness - 0.5) / 0.5, 0.0, 1.0)
+    out: np.ndarray = scores * (1.0 - penalty)
+    return out, top
 
 
 def fused_scores(
@@ -264,6 +340,7 @@ def fused_scores(
     floor: float,
     now: float,
     weights: Weights,
+    metabolism: MetabolismConfig | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Score every memory of ``index`` (which must hold vectors) for one query.
 
@@ -271,6 +348,7 @@ def fused_scores(
         vector: unit query vector of ``views.dense``, shape ``(dim,)``.
         floor: cosine similarity below which a memory is not eligible on its own.
         now: Unix seconds, for recency.
+        metabolism: decay settings (None: stored strength as it is).
 
     Returns:
         ``(scores, eligible, cosine)``, each of shape ``(n,)``: fused scores (higher is
@@ -289,17 +367,19 @@ def fused_scores(
     scores = scores - scores.min() + 1e-6
     if views.subject is not None:
         scores = np.where(index.speaker == views.subject, scores, scores * weights.off_subject)
-    scores *= memory_weights(index, now, weights)
+    scores *= memory_weights(index, now, weights, metabolism)
     top_bm25 = float(bm25.max()) if len(bm25) else 0.0
     eligible = cosine >= floor
     if top_bm25 > 0:
         eligible |= bm25 >= weights.lexical_floor * top_bm25
+    allowed = awake(index, metabolism)
+    eligible &= allowed
     if weights.neighbour > 0:
         spread = scores.copy()
         strong = [i for i in np.argsort(-scores, kind="stable") if eligible[i]]
         for i in strong[: weights.spread_from]:
             for j in (index.prev[i], index.next[i]):
-                if j >= 0:
+                if j >= 0 and allowed[j]:
                     spread[j] = max(spread[j], scores[j] + weights.neighbour * scores[i])
                     eligible[j] = True
         scores = spread
@@ -357,7 +437,13 @@ class Recaller:
         config: MemoryConfig,
         index: IndexFn | None = None,
         clock: Callable[[], float] = time.time,
+        metabolism: MetabolismConfig | None = None,
+        symbiosis: SymbiosisConfig | None = None,
     ) -> None:
+        self.metabolism = metabolism
+        """Decay settings (None: no decay, stored strength as it is)."""
+        self.symbiosis = symbiosis
+        """Repulsion settings (None: repulsors are still never injected, but do not repel)."""
         self._embed = embed
         self._query = query
         self._index = index or (lambda _user: None)
@@ -393,6 +479,7 @@ class Recaller:
             EmbedderError, StoreError: the caller fails open.
         """
         k, max_tokens, floor = self._settings(knobs or {})
+        caution: str | None = None
         index = self._index(scope.user)
         views = analyse_query(query, index.names if index is not None else {})
         t0 = time.perf_counter()
@@ -400,8 +487,12 @@ class Recaller:
         t1 = time.perf_counter()
         if index is not None and index.dense and len(index):
             scores, eligible, cosine = fused_scores(
-                index, vector, views, floor, self._clock(), self.weights
+                index, vector, views, floor, self._clock(), self.weights, self.metabolism
             )
+            if self.symbiosis is not None:
+                scores, nearest = repel(index, vector, scores, floor, self.symbiosis.repulsion)
+                if nearest >= self.symbiosis.caution_similarity:
+                    caution = CAUTION
             t2 = time.perf_counter()
             order = np.argsort(-scores, kind="stable")
             ranked: Iterable[MemoryHit] = (
@@ -417,12 +508,18 @@ class Recaller:
             pool = max(4 * k, self._config.candidates)
             dense = await self._query(scope.user, vector, pool)
             t2 = time.perf_counter()
-            ranked = [h for h in dense if (h.similarity or 0.0) >= floor]
+            ranked = [
+                h
+                for h in dense
+                if (h.similarity or 0.0) >= floor
+                and h.metadata.get("polarity") != "repulsor"
+                and h.metadata.get("dormant") is not True
+            ]
             best = max((h.similarity for h in dense if h.similarity is not None), default=None)
         t3 = time.perf_counter()
         if in_context:
             ranked = (h for h in ranked if not already_in_context(h, in_context))
-        block = render_block(ranked, self._config.template, max_tokens, max_items=k)
+        block = render_block(ranked, self._config.template, max_tokens, k, caution)
         t4 = time.perf_counter()
         timings = {
             "embed": (t1 - t0) * 1e3,
@@ -430,7 +527,7 @@ class Recaller:
             "rank": (t3 - t2) * 1e3,
             "pack": (t4 - t3) * 1e3,
         }
-        return MemoryBlock(block.text, block.ids, block.tokens, timings, best)
+        return MemoryBlock(block.text, block.ids, block.tokens, timings, best, block.caution)
 
     def _settings(self, knobs: Knobs) -> tuple[int, int, float]:
         c = self._config

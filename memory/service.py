@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import json
 import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
@@ -19,20 +20,33 @@ import aiohttp
 import numpy as np
 
 from memory import SCHEMA_VERSION
+from memory.archive import RawArchive
+from memory.audit import ScoreLog
 from memory.config import (
     EmbedderConfig,
     MemoryConfig,
+    MetabolismConfig,
     ResilienceConfig,
     StoreConfig,
+    SymbiosisConfig,
     default_outbox_path,
 )
 from memory.embedders import Embedder, Vectors, make_embedder
 from memory.errors import EmbedderError, MemoryLayerError, StoreError
 from memory.index import UserIndex
+from memory.metabolism import (
+    CycleReport,
+    importance,
+    metabolize_user,
+    provenance,
+    says_same,
+    signals_of,
+)
 from memory.outbox import Outbox, OutboxRow
 from memory.recall import Recaller
 from memory.resilience import CircuitBreaker
 from memory.store import ChromaStore, Store, to_chroma_metadata
+from memory.symbiosis import Score, Scorer, Turn, make_scorer
 from memory.types import Exchange, MemoryBlock, MemoryHit, Scope, sha256_json
 
 log = logging.getLogger(__name__)
@@ -40,6 +54,9 @@ T = TypeVar("T")
 
 INGEST_ENDPOINT = "ingest"
 """``Exchange.endpoint`` of memories loaded by ``symbiotic-memory ingest``."""
+REINFORCE_STEP = 0.25
+"""Strength an exchange adds to the memory it reinforces (capped at 1; a dormant memory wakes).
+Adaptive Neural Memory adds ``0.5 * importance``; a fixed step keeps it explainable."""
 POLL_S = 0.01
 """How often ``flush`` looks at the outbox."""
 
@@ -52,6 +69,12 @@ class WriteStats:
     written: int = 0
     skipped: int = 0
     failed_attempts: int = 0
+    gated: int = 0
+    """Exchanges the write gate kept in the raw archive only."""
+    reinforced: int = 0
+    """Exchanges that strengthened an existing memory instead of adding a copy."""
+    repulsors: int = 0
+    """Memories written (or reinforced) as repulsors."""
 
 
 def memory_id(exchange: Exchange) -> str:
@@ -60,9 +83,24 @@ def memory_id(exchange: Exchange) -> str:
     return sha256_json([exchange.scope.user, exchange.user_text, exchange.reply])[:32]
 
 
-def memory_metadata(exchange: Exchange, embedder: str) -> dict[str, Any]:
-    """What is stored beside a memory's text and vector (schema version ``SCHEMA_VERSION``)."""
+def memory_metadata(
+    exchange: Exchange,
+    embedder: str,
+    score: Score | None = None,
+    threshold: float = 0.4,
+    weight: float | None = None,
+) -> dict[str, Any]:
+    """What is stored beside a memory's text and vector (schema version ``SCHEMA_VERSION``):
+    scope, tier, event and storage times, the upstream's metrics, strength and access
+    statistics, provenance, and (when scored) the symbiosis score, its signals, definition hash
+    and polarity, and the write gate's ``importance``."""
+    scored = score.as_metadata(threshold) if score is not None else {}
     return {
+        **scored,
+        **({"importance": round(weight, 4)} if weight is not None else {}),
+        "reinforcements": 0,
+        "phase": "free",
+        "dormant": False,
         "schema_version": SCHEMA_VERSION,
         "user": exchange.scope.user,
         "session": exchange.scope.session,
@@ -94,7 +132,20 @@ class MemoryService:
         embedder: Embedder,
         outbox: Outbox,
         resilience: ResilienceConfig | None = None,
+        symbiosis: SymbiosisConfig | None = None,
+        metabolism: MetabolismConfig | None = None,
+        archive: RawArchive | None = None,
+        score_log: ScoreLog | None = None,
+        scorer: Scorer | None = None,
     ) -> None:
+        self.symbiosis = symbiosis or SymbiosisConfig(enabled=False)
+        """Scoring settings; ``enabled: false`` writes unscored memories."""
+        self.metabolism = metabolism or MetabolismConfig(enabled=False)
+        """Gate, reinforcement and decay settings; ``enabled: false`` keeps every exchange."""
+        self.archive = archive
+        self.score_log = score_log
+        self.scorer = scorer
+        """Built at :meth:`start` when scoring is enabled and none was given."""
         self.config = config
         self.store = store
         self.embedder = embedder
@@ -109,7 +160,14 @@ class MemoryService:
             )
             for name in ("embedder", "store")
         }
-        self.recaller = Recaller(self._recall_embed, self._recall_query, config, self._index_for)
+        self.recaller = Recaller(
+            self._recall_embed,
+            self._recall_query,
+            config,
+            self._index_for,
+            metabolism=self.metabolism if self.metabolism.enabled else None,
+            symbiosis=self.symbiosis if self.symbiosis.enabled else None,
+        )
         self._index: dict[str, UserIndex] = {}
         self._index_added: dict[str, list[tuple[list[MemoryHit], Vectors]]] = {}
         self._index_reload: set[str] = set()
@@ -133,6 +191,12 @@ class MemoryService:
         """
         self.outbox.open()
         try:
+            if self.archive is not None:
+                self.archive.open()
+            if self.symbiosis.enabled and self.scorer is None:
+                self.scorer = await asyncio.to_thread(make_scorer, self.symbiosis)
+                if self.scorer.degraded:
+                    log.warning("symbiosis: lexical signals only: %s", self.scorer.degraded)
             await self.store.open()
             try:
                 dim = int((await self.embedder.embed(["dimension probe"])).shape[1])
@@ -142,6 +206,8 @@ class MemoryService:
                 await self.store.check_dimension(self.embedder.name, dim)
         except BaseException:
             self.outbox.close()
+            if self.archive is not None:
+                self.archive.close()
             raise
         if waiting := self.outbox.count():
             log.info("replaying %d exchanges left in the outbox", waiting)
@@ -162,6 +228,8 @@ class MemoryService:
         with contextlib.suppress(MemoryLayerError):
             await self._flush_access()
         self.outbox.close()
+        if self.archive is not None:
+            self.archive.close()
         await self.embedder.aclose()
         await self.store.close()
 
@@ -276,27 +344,92 @@ class MemoryService:
                 raise
 
     async def _write_rows(self, rows: list[OutboxRow]) -> None:
-        """Write a batch: one embedding call for all, one store call per user. A failure puts
-        the rows it concerns back for a later attempt; the others are done."""
+        """Write a batch: archive every exchange, score it, gate it, then one embedding call for
+        the kept ones and one store call per user (new memories, or reinforcements of existing
+        ones). A failure puts the rows it concerns back for a later attempt; the others are
+        done. Replaying a row is safe: the archive ignores a known exchange, and a memory whose
+        provenance already holds the exchange is not reinforced again."""
+        exchanges = [row.exchange for row in rows]
         try:
-            vectors = await self._embed_for_write([row.exchange.text for row in rows])
+            if self.archive is not None:
+                await asyncio.to_thread(self.archive.add, exchanges)
+            scores = await self._score(exchanges)
         except MemoryLayerError as exc:
             self._retry_later(rows, exc)
             return
+        weights = [importance(e.user_text, e.reply) for e in exchanges]
+        keep = [
+            i
+            for i, w in enumerate(weights)
+            if not self.metabolism.enabled or w >= self.metabolism.gate_threshold
+        ]
+        gated = [i for i in range(len(rows)) if i not in set(keep)]
+        for i in gated:
+            self.outbox.done(rows[i].seq)
+        self.stats.gated += len(gated)
+        self._log_scores([(exchanges[i], None, scores[i]) for i in gated])
+        if not keep:
+            return
+        try:
+            vectors = await self._embed_for_write([exchanges[i].text for i in keep])
+        except MemoryLayerError as exc:
+            self._retry_later([rows[i] for i in keep], exc)
+            return
         by_user: dict[str, list[int]] = {}
-        for index, row in enumerate(rows):
-            by_user.setdefault(row.exchange.scope.user, []).append(index)
-        for user, indices in by_user.items():
-            batch = [rows[i] for i in indices]
+        for position, i in enumerate(keep):
+            by_user.setdefault(exchanges[i].scope.user, []).append(position)
+        for user, positions in by_user.items():
+            batch = [keep[p] for p in positions]
             try:
-                hits = await self._store_batch(user, [r.exchange for r in batch], vectors[indices])
+                written = await self._store_batch(
+                    user,
+                    [exchanges[i] for i in batch],
+                    vectors[positions],
+                    [scores[i] for i in batch],
+                    [weights[i] for i in batch],
+                )
             except MemoryLayerError as exc:
-                self._retry_later(batch, exc)
+                self._retry_later([rows[i] for i in batch], exc)
                 continue
-            for row in batch:
-                self.outbox.done(row.seq)
+            for i in batch:
+                self.outbox.done(rows[i].seq)
             self.stats.written += len(batch)
-            self._index_changed(user, (hits, vectors[indices]))
+            self._log_scores(
+                [(exchanges[i], mid, scores[i]) for i, mid in zip(batch, written, strict=True)]
+            )
+
+    async def _score(self, exchanges: list[Exchange]) -> list[Score | None]:
+        """Symbiosis scores of ``exchanges`` (provisional: the next turn is not known yet), or
+        Nones when scoring is off."""
+        if self.scorer is None or not self.symbiosis.enabled:
+            return [None] * len(exchanges)
+        turns = [Turn(e.user_text, e.reply, None, e.metrics) for e in exchanges]
+        scores = await asyncio.to_thread(self.scorer.score, turns)
+        return list(scores)
+
+    def _log_scores(self, entries: list[tuple[Exchange, str | None, Score | None]]) -> None:
+        """Append scores to the tamper-evident log; a failure is logged (the score is also in
+        the memory's metadata) and never loses the write."""
+        records = [
+            {
+                "exchange_id": exchange.id,
+                "memory_id": mid,
+                "user": exchange.scope.user,
+                "score": score.value,
+                "polarity": score.polarity(self.symbiosis.threshold),
+                "definition": score.definition,
+                "signals": score.signals,
+                "reason": "scored" if mid is not None else "scored, gated (archive only)",
+            }
+            for exchange, mid, score in entries
+            if score is not None
+        ]
+        if self.score_log is None or not records:
+            return
+        try:
+            self.score_log.append(records)
+        except StoreError as exc:
+            log.warning("score log not written: %s", exc)
 
     def _retry_later(self, rows: list[OutboxRow], exc: Exception) -> None:
         for row in rows:
@@ -386,23 +519,129 @@ class MemoryService:
         return await self._guarded("embedder", lambda: self.embedder.embed(texts), ceiling, False)
 
     async def _store_batch(
-        self, user: str, exchanges: list[Exchange], vectors: Vectors
-    ) -> list[MemoryHit]:
-        """Upsert the memories of ``exchanges`` (one row of ``vectors`` each); returns their
-        records as stored."""
-        ids = [memory_id(e) for e in exchanges]
-        metas = [memory_metadata(e, self.embedder.name) for e in exchanges]
-        texts = [e.text for e in exchanges]
-        await self._guarded(
-            "store",
-            lambda: self.store.upsert_many(user, ids, vectors, texts, metas),
-            self.resilience.store_timeout_ms,
-            False,
-        )
-        return [
+        self,
+        user: str,
+        exchanges: list[Exchange],
+        vectors: Vectors,
+        scores: list[Score | None] | None = None,
+        weights: list[float] | None = None,
+    ) -> list[str]:
+        """Store ``exchanges`` of one user (one row of ``vectors`` each): an exchange that says
+        again what a memory of the same polarity says (cosine >=
+        ``metabolism.reinforce_similarity``) reinforces that memory; the others are upserted
+        as new memories. Returns the memory id each exchange went to."""
+        scores = scores or [None] * len(exchanges)
+        weights = weights or [None] * len(exchanges)  # type: ignore[list-item]
+        threshold = self.symbiosis.threshold
+        targets = await self._reinforce_targets(user, exchanges, vectors, scores)
+        ids, texts, metas, rows = [], [], [], []
+        updates: dict[str, dict[str, Any]] = {}
+        changed: dict[str, tuple[MemoryHit, np.ndarray]] = {}
+        out: list[str] = []
+        for i, exchange in enumerate(exchanges):
+            target = targets[i]
+            score = scores[i]
+            if score is not None and score.polarity(threshold) == "repulsor":
+                self.stats.repulsors += 1
+            if target is None:
+                mid = memory_id(exchange)
+                ids.append(mid)
+                texts.append(exchange.text)
+                metas.append(
+                    memory_metadata(exchange, self.embedder.name, score, threshold, weights[i])
+                )
+                rows.append(i)
+                out.append(mid)
+                continue
+            hit, vector = target
+            meta = {**hit.metadata, **updates.get(hit.id, {})}
+            sources = provenance(meta)
+            out.append(hit.id)
+            if exchange.id in sources:
+                continue  # a replayed row: already applied
+            count = meta.get("reinforcements", 0)
+            strength = meta.get("strength", 1.0)
+            strength = strength if isinstance(strength, int | float) else 1.0
+            update = {
+                "reinforcements": (count if isinstance(count, int) else 0) + 1,
+                "strength": min(1.0, strength + REINFORCE_STEP),
+                "last_reinforced_at": time.time(),
+                "provenance": json.dumps([*sources, exchange.id][-50:]),
+                "dormant": False,
+            }
+            updates.setdefault(hit.id, {}).update(update)
+            changed[hit.id] = (MemoryHit(hit.id, hit.text, {**meta, **update}), vector)
+            self.stats.reinforced += 1
+        if ids:
+            await self._guarded(
+                "store",
+                lambda: self.store.upsert_many(user, ids, vectors[rows], texts, metas),
+                self.resilience.store_timeout_ms,
+                False,
+            )
+        if updates:
+            await self._guarded(
+                "store",
+                functools.partial(self.store.update_metadata, user, updates),
+                self.resilience.store_timeout_ms,
+                False,
+            )
+        hits = [
             MemoryHit(i, t, {"schema_version": SCHEMA_VERSION, **to_chroma_metadata(m)})
             for i, t, m in zip(ids, texts, metas, strict=True)
         ]
+        hits += [hit for hit, _ in changed.values()]
+        stacked = [vectors[rows]] + [v.reshape(1, -1) for _, v in changed.values()]
+        if hits:
+            self._index_changed(user, (hits, np.vstack(stacked)))
+        return out
+
+    async def _reinforce_targets(
+        self,
+        user: str,
+        exchanges: list[Exchange],
+        vectors: Vectors,
+        scores: list[Score | None],
+    ) -> list[tuple[MemoryHit, np.ndarray] | None]:
+        """For each exchange, the memory it reinforces (record and unit vector) or None: the
+        most similar memory of the user (in the in-memory index, else from the store), when at least
+        ``metabolism.reinforce_similarity`` similar, of the same polarity, and saying the same
+        (:func:`memory.metabolism.says_same`: same numbers, most words shared). Near-duplicates
+        within one batch are both written; the sleep cycle consolidates them."""
+        out: list[tuple[MemoryHit, np.ndarray] | None] = [None] * len(exchanges)
+        if not self.metabolism.enabled or not exchanges:
+            return out
+        index = self._index.get(user)
+        if user in self._index_tasks:
+            await self.index_ready(user)
+            index = self._index.get(user)
+        unit = np.asarray(vectors, dtype=np.float32)
+        unit = unit / np.maximum(np.linalg.norm(unit, axis=1, keepdims=True), 1e-12)
+        threshold = self.symbiosis.threshold
+        for i, exchange in enumerate(exchanges):
+            score = scores[i]
+            polarity = score.polarity(threshold) if score is not None else None
+            if index is not None and index.vectors is not None:
+                if not len(index):
+                    break
+                sims = index.vectors @ unit[i]
+                j = int(np.argmax(sims))
+                hit, similarity, vector = index.hits[j], float(sims[j]), index.vectors[j]
+            else:  # not loaded (no recall for this user yet): ask the store
+                nearest = await self._guarded(
+                    "store",
+                    functools.partial(self.store.query, user, unit[i], 1),
+                    self.resilience.store_timeout_ms,
+                    False,
+                )
+                if not nearest:
+                    continue
+                hit, similarity, vector = nearest[0], nearest[0].similarity or 0.0, unit[i]
+            same = hit.metadata.get("polarity") == (polarity or hit.metadata.get("polarity"))
+            similar = similarity >= self.metabolism.reinforce_similarity
+            if similar and same and says_same(hit.text, exchange.text):
+                out[i] = (hit, vector)
+        return out
 
     async def write(self, exchange: Exchange) -> str:
         """Embed and store one exchange now (through the breakers); returns the memory id.
@@ -411,9 +650,106 @@ class MemoryService:
             EmbedderError, StoreError, BreakerOpenError, DimensionMismatchError.
         """
         vectors = await self._embed_for_write([exchange.text])
-        hits = await self._store_batch(exchange.scope.user, [exchange], vectors)
-        self._index_changed(exchange.scope.user, (hits, vectors))
-        return memory_id(exchange)
+        scores = await self._score([exchange])
+        weight = importance(exchange.user_text, exchange.reply)
+        written = await self._store_batch(
+            exchange.scope.user, [exchange], vectors, scores, [weight]
+        )
+        self._log_scores([(exchange, written[0], scores[0])])
+        return written[0]
+
+    async def feedback(self, user: str, ident: str, value: float) -> dict[str, Any] | None:
+        """Record explicit feedback ``value`` in [0, 1] on a memory of ``user``, named by its
+        memory id or by the id of an exchange in its provenance; rescore it and log the
+        revision. Returns ``{"memory_id", "symbiosis", "polarity", "signals"}`` or None when
+        ``user`` has no such memory.
+
+        Raises:
+            ValueError: ``value`` outside [0, 1]; MemoryLayerError: store failures.
+        """
+        if not 0.0 <= value <= 1.0:
+            raise ValueError("feedback must be a number in [0, 1]")
+        await self.flush(5.0)
+        await self.index_ready(user)
+        hit = await self.store.get(user, ident)
+        if hit is None:
+            index = self._index.get(user)
+            found = [h for h in (index.hits if index else []) if ident in provenance(h.metadata)]
+            hit = found[0] if found else None
+        if hit is None:
+            return None
+        signals = signals_of(hit.metadata)
+        signals["feedback"] = float(value)
+        scorer = self.scorer or Scorer(self.symbiosis, None, None)
+        score = scorer.revise(signals)
+        update = score.as_metadata(self.symbiosis.threshold)
+        await self.store.update_metadata(user, {hit.id: update})
+        self._log_scores_raw(user, hit, score, "feedback")
+        self._index_reload.add(user)
+        self._index_changed(user)
+        return {
+            "memory_id": hit.id,
+            "symbiosis": score.value,
+            "polarity": update["polarity"],
+            "signals": score.signals,
+        }
+
+    def _log_scores_raw(self, user: str, hit: MemoryHit, score: Score, reason: str) -> None:
+        if self.score_log is None:
+            return
+        record = {
+            "exchange_id": hit.metadata.get("exchange_id"),
+            "memory_id": hit.id,
+            "user": user,
+            "score": score.value,
+            "polarity": score.polarity(self.symbiosis.threshold),
+            "definition": score.definition,
+            "signals": score.signals,
+            "reason": reason,
+        }
+        try:
+            self.score_log.append([record])
+        except StoreError as exc:
+            log.warning("score log not written: %s", exc)
+
+    async def metabolize(
+        self, users: list[str] | None = None, now: float | None = None
+    ) -> dict[str, CycleReport]:
+        """One sleep cycle (see :func:`memory.metabolism.metabolize_user`) over ``users``
+        (default: every user in the store): hindsight rescoring, migration of older records,
+        consolidation, phases, dormancy, promotion and quadrant labels, written back as
+        metadata updates; revisions go to the score log. Returns a report per user.
+
+        Raises:
+            MemoryLayerError: the store failed (users done before stay done).
+        """
+        await self.flush(30.0)
+        if self.scorer is None:
+            self.scorer = await asyncio.to_thread(make_scorer, self.symbiosis)
+        reports: dict[str, CycleReport] = {}
+        for user in users if users is not None else await self.store.users():
+            hits, vectors = await self.store.snapshot(user)
+            updates, report = await asyncio.to_thread(
+                metabolize_user,
+                user,
+                hits,
+                vectors,
+                self.scorer,
+                self.symbiosis.threshold,
+                self.metabolism,
+                time.time() if now is None else now,
+            )
+            if updates:
+                await self.store.update_metadata(user, updates)
+                self._index_reload.add(user)
+                self._index_changed(user)
+            if self.score_log is not None and report.log:
+                try:
+                    self.score_log.append(report.log)
+                except StoreError as exc:
+                    log.warning("score log not written: %s", exc)
+            reports[user] = report
+        return reports
 
     async def search(self, user: str, query: str, k: int) -> list[MemoryHit]:
         """The ``k`` memories of ``user`` nearest to ``query`` (no similarity floor)."""
@@ -424,8 +760,13 @@ class MemoryService:
         return await self.store.get(user, mid)
 
     async def delete(self, user: str, mid: str) -> bool:
-        """Hard-delete one memory of ``user``; False if ``user`` has none with that id."""
+        """Hard-delete one memory of ``user`` and, on this request of the user's, the archived
+        exchanges it came from; False if ``user`` has none with that id."""
+        hit = await self.store.get(user, mid)
         deleted = await self.store.delete(user, mid)
+        if deleted and self.archive is not None and hit is not None:
+            sources = provenance(hit.metadata) or [str(hit.metadata.get("exchange_id", ""))]
+            await asyncio.to_thread(self.archive.delete, user, sources)
         if deleted:
             self._index.pop(user, None)  # a deleted memory must not be recalled meanwhile
             self._index_changed(user)
@@ -487,14 +828,24 @@ def build_memory_service(
     upstream_url: str,
     session: aiohttp.ClientSession,
     resilience: ResilienceConfig | None = None,
+    symbiosis: SymbiosisConfig | None = None,
+    metabolism: MetabolismConfig | None = None,
 ) -> MemoryService:
-    """The default service: Chroma store, the configured embedder, the SQLite outbox (nothing is
-    opened yet)."""
+    """The default service: Chroma store, the configured embedder, the SQLite outbox, the raw
+    archive and the score log beside the store (nothing is opened yet); scoring and metabolism
+    on with their defaults unless configs are given."""
     outbox = Outbox(memory.outbox_path or default_outbox_path(store))
+    symbiosis = symbiosis or SymbiosisConfig()
+    metabolism = metabolism or MetabolismConfig()
+    beside = store.path.parent
     return MemoryService(
         memory,
         ChromaStore(store),
         make_embedder(embedder, upstream_url, session),
         outbox,
         resilience,
+        symbiosis,
+        metabolism,
+        RawArchive(symbiosis.archive_path or beside / f"{store.path.name}-archive.sqlite3"),
+        ScoreLog(symbiosis.log_path or beside / f"{store.path.name}-scores.jsonl"),
     )

@@ -94,6 +94,10 @@ class Store(Protocol):
         ``user``; ids that no longer exist are ignored."""
         ...
 
+    async def users(self) -> list[str]:
+        """Every user with at least one stored memory (read from the records' ``user``)."""
+        ...
+
 
 def collection_name(prefix: str, user: str) -> str:
     """Chroma collection of ``user``: valid for Chroma (3-512 chars of ``[a-zA-Z0-9._-]``).
@@ -336,6 +340,21 @@ class ChromaStore:
             await self._run(
                 collection.update, ids=ids, metadatas=[to_chroma_metadata(updates[i]) for i in ids]
             )
+
+    async def users(self) -> list[str]:
+        """See :meth:`Store.users`."""
+        client = self._require_client()
+        prefix = f"{self._config.collection_prefix}-u-"
+        out = []
+        for collection in await self._run(client.list_collections):
+            if not collection.name.startswith(prefix):
+                continue
+            page = await self._run(collection.get, limit=1, include=["metadatas"])
+            metas = page.get("metadatas") or []
+            user = (metas[0] or {}).get("user") if metas else None
+            if isinstance(user, str):
+                out.append(user)
+        return sorted(out)
 
     async def heartbeat(self) -> None:
         """See :meth:`Store.heartbeat`."""

@@ -83,6 +83,8 @@ class MemoryBlock:
     timings_ms: dict[str, float] = field(default_factory=dict)
     best_similarity: float | None = None
     """Cosine similarity of the best candidate (None when the user has no memories)."""
+    caution: bool = False
+    """Whether the block carries the cautionary note of a relevant repulsor."""
 
     @classmethod
     def empty(cls) -> MemoryBlock:

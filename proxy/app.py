@@ -41,6 +41,8 @@ def memory_for(config: Config, session: aiohttp.ClientSession) -> MemoryService:
         config.upstream.url,
         session,
         config.resilience,
+        config.symbiosis,
+        config.metabolism,
     )
 
 

@@ -22,8 +22,10 @@ from memory.config import (
     Frozen,
     KnobsConfig,
     MemoryConfig,
+    MetabolismConfig,
     ResilienceConfig,
     StoreConfig,
+    SymbiosisConfig,
 )
 from proxy.errors import ConfigError
 
@@ -79,6 +81,8 @@ class Config(Frozen):
     store: StoreConfig = Field(default_factory=StoreConfig)
     embedder: EmbedderConfig = EmbedderConfig()
     memory: MemoryConfig = MemoryConfig()
+    symbiosis: SymbiosisConfig = SymbiosisConfig()
+    metabolism: MetabolismConfig = MetabolismConfig()
     resilience: ResilienceConfig = ResilienceConfig()
     affect: AffectConfig = AffectConfig()
     knobs: KnobsConfig = KnobsConfig()

@@ -105,7 +105,9 @@ def _wrap(prefix: str, text: str, out: TextIO) -> None:
 
 def _score(metadata: dict[str, Any]) -> str:
     value = metadata.get("symbiosis")
-    return f"{float(value):.2f}" if isinstance(value, int | float) else "not scored"
+    if not isinstance(value, int | float):
+        return "not scored"
+    return f"{float(value):.2f} ({metadata.get('polarity', 'attractor')})"
 
 
 async def run_demo(
@@ -164,9 +166,14 @@ async def run_demo(
                 _wrap("model:    ", reply, out)
                 history.append({"role": "assistant", "content": reply})
                 memory = app[MEMORY]
+                gated, reinforced = memory.stats.gated, memory.stats.reinforced
                 await memory.flush(timeout_s=30)
                 records = await memory.store.all(user)
-                if records:
+                if memory.stats.gated > gated:
+                    out.write("stored:   raw archive only (the write gate found it unimportant)\n")
+                elif memory.stats.reinforced > reinforced:
+                    out.write("stored:   reinforced a memory that already said this\n")
+                elif records:
                     newest = max(records, key=lambda h: float(h.metadata.get("created_at", 0)))
                     meta = newest.metadata
                     counts = (
