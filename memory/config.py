@@ -212,24 +212,7 @@ DEFAULT_WEIGHTS = {
     "reply_quality": 0.3,
     "user_retention": 0.6,
     "compute_cost": 0.1,
-    "judge": 0.5,
 }
-
-
-class JudgeConfig(Frozen):
-    """An optional LLM judge, asked through the upstream (Ollama ``/api/chat`` with a JSON
-    schema in ``format``), off the response path; its failures never block a write."""
-
-    enabled: bool = False
-    model: str | None = None
-    """Model to ask (required when enabled)."""
-    timeout_s: float = Field(default=60.0, gt=0)
-
-    @model_validator(mode="after")
-    def _needs_model(self) -> JudgeConfig:
-        if self.enabled and not self.model:
-            raise ValueError("symbiosis.judge.model is required when the judge is enabled")
-        return self
 
 
 class SymbiosisConfig(Frozen):
@@ -243,7 +226,7 @@ class SymbiosisConfig(Frozen):
     """At or below: repulsor; above: attractor."""
     principles: tuple[str, ...] = DEFAULT_PRINCIPLES
     weights: dict[str, float] = Field(default_factory=lambda: dict(DEFAULT_WEIGHTS))
-    """Weight of each dimension in the score (``judge`` applies to every judge dimension)."""
+    """Weight of each dimension in the score."""
     caution_similarity: float = Field(default=0.6, ge=-1, le=1)
     """A repulsor this similar (cosine) to the request adds a cautionary note (never its text)."""
     repulsion: float = Field(default=0.5, ge=0, le=1)
@@ -252,7 +235,6 @@ class SymbiosisConfig(Frozen):
     """Tamper-evident score log (JSONL, hash-chained); default ``<store.path>-scores.jsonl``."""
     archive_path: Path | None = None
     """Raw archive of every exchange (SQLite); default ``<store.path>-archive.sqlite3``."""
-    judge: JudgeConfig = JudgeConfig()
 
     @field_validator("weights")
     @classmethod
@@ -291,10 +273,6 @@ class MetabolismConfig(Frozen):
     """Same-polarity memories at least this similar are consolidated in the sleep cycle."""
     promotion_bandwidth: float = Field(default=0.01, gt=0, le=1)
     """Largest share of a user's memories promoted per cycle (at least one)."""
-    shared_min_users: int = Field(default=3, ge=2)
-    """Distinct users who must independently hold a memory before it enters the shared tier."""
-    shared: bool = False
-    """Build the shared tier (texts confirmed by several users; off: nothing crosses users)."""
     interval_s: float = Field(default=0.0, ge=0)
     """Run the sleep cycle in the proxy every this many seconds (0: only from the CLI)."""
 

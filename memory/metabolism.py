@@ -13,8 +13,9 @@
   Adaptive Neural Memory's ``S *= 0.995`` per write, a memory fades only while its user keeps
   talking about other things. Below ``dormant_below`` a memory is **dormant**: kept, not
   recalled, revived when an exchange reinforces it.
-- **Sleep cycle** (:func:`metabolize_user`): hindsight rescoring (the next turn's implicit
-  feedback), phase changes with hysteresis, consolidation of near-duplicate clusters into one
+- **Sleep cycle** (:func:`metabolize_user`): hindsight rescoring (the user's next turn in
+  the same session is implicit feedback on an exchange; single ingested messages have none),
+  phase changes with hysteresis, consolidation of near-duplicate clusters into one
   reinforced memory, promotion ``session -> user`` on recurrence across distinct days
   (bandwidth-limited), quadrant labels, and the migration of older records to schema 3.
 """
@@ -368,6 +369,8 @@ def metabolize_user(
         j = int(nxt[i])
         if j < 0 or meta.get("symbiosis_provisional") is False:
             continue
+        if not split_exchange(hits[i].text)[1] or not split_exchange(hits[j].text)[1]:
+            continue  # single messages (ingested history): the next one is not a reaction
         signals = signals_of(meta)
         next_user = split_exchange(hits[j].text)[0]
         similarity = float(unit[i] @ unit[j]) if unit is not None else None
@@ -455,7 +458,8 @@ def metabolize_user(
             days,
             config,
         )[0]
-        dormant = bool(meta.get("consolidated_into")) or strength < config.dormant_below
+        dormant = bool(meta.get("consolidated_into")) or bool(strength < config.dormant_below)
+        screened = bool(screened)
         label = quadrant(num(meta, "symbiosis", 0.5), threshold, used, num(meta, "importance", 1.0))
         put(
             i,

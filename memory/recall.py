@@ -275,7 +275,7 @@ def zscore(values: np.ndarray) -> np.ndarray:
 def memory_weights(
     index: UserIndex, now: float, weights: Weights, metabolism: MetabolismConfig | None = None
 ) -> np.ndarray:
-    """Multiplicative weight per memory, shape ``(n,)``: ``(0.5 + 0.5 * strength)`` times
+    """Multiplicative weight per memory, shape ``(n,)``: ``(0.8 + 0.2 * strength)`` times
     ``(1 + recency * 2 ** (-age / half_life))`` times ``(0.9 + 0.2 * symbiosis)``.
 
     ``strength`` in [0, 1] is the stored strength, decayed over the user's active days when
@@ -291,7 +291,7 @@ def memory_weights(
         strength = effective_strength(
             index.strength, index.last_used, index.screened, index.days, metabolism
         )
-    out: np.ndarray = (0.5 + 0.5 * strength) * recency * (0.9 + 0.2 * index.symbiosis)
+    out: np.ndarray = (0.8 + 0.2 * strength) * recency * (0.9 + 0.2 * index.symbiosis)
     return out
 
 
@@ -515,6 +515,12 @@ class Recaller:
                 and h.metadata.get("polarity") != "repulsor"
                 and h.metadata.get("dormant") is not True
             ]
+            if self.symbiosis is not None and any(
+                h.metadata.get("polarity") == "repulsor"
+                and (h.similarity or 0.0) >= self.symbiosis.caution_similarity
+                for h in dense
+            ):
+                caution = CAUTION
             best = max((h.similarity for h in dense if h.similarity is not None), default=None)
         t3 = time.perf_counter()
         if in_context:

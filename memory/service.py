@@ -644,11 +644,14 @@ class MemoryService:
         return out
 
     async def write(self, exchange: Exchange) -> str:
-        """Embed and store one exchange now (through the breakers); returns the memory id.
+        """Archive, score, embed and store one exchange now (through the breakers; no write
+        gate: an explicit write is always kept); returns the id of the memory it went to.
 
         Raises:
             EmbedderError, StoreError, BreakerOpenError, DimensionMismatchError.
         """
+        if self.archive is not None:
+            await asyncio.to_thread(self.archive.add, [exchange])
         vectors = await self._embed_for_write([exchange.text])
         scores = await self._score([exchange])
         weight = importance(exchange.user_text, exchange.reply)
@@ -724,6 +727,7 @@ class MemoryService:
             MemoryLayerError: the store failed (users done before stay done).
         """
         await self.flush(30.0)
+        await self._flush_access()  # recalls so far count as uses
         if self.scorer is None:
             self.scorer = await asyncio.to_thread(make_scorer, self.symbiosis)
         reports: dict[str, CycleReport] = {}

@@ -109,13 +109,16 @@ def collection_name(prefix: str, user: str) -> str:
 
 
 def to_chroma_metadata(metadata: dict[str, Any]) -> Metadata:
-    """Chroma accepts only str/int/float/bool values: drop None, JSON-encode the rest.
+    """Chroma accepts only str/int/float/bool values: drop None, unwrap numpy scalars,
+    JSON-encode the rest.
 
     >>> to_chroma_metadata({"a": 1, "b": None, "c": {"x": 1}})
     {'a': 1, 'c': '{"x": 1}'}
     """
     out: Metadata = {}
     for key, value in metadata.items():
+        if isinstance(value, np.generic):  # numpy scalars (np.bool_ is no bool) as Python ones
+            value = value.item()
         if value is None:
             continue
         if isinstance(value, str | int | float | bool):

@@ -18,16 +18,15 @@ from *signals* that are all stored with the memory so the score can be explained
 - ``compute_cost``: efficiency from the upstream's final metrics (tokens, time, a reply cut at
   the length limit), after "symbiosis = maximum energy efficiency".
 - ``feedback``: explicit feedback (``POST /memory/feedback``); when present it dominates.
-- ``judge_*``: dimensions an optional LLM judge scored (``symbiosis.judge``).
-
 The source project's other dimensions (harm to the planet, truthfulness, consistency with the
-anchor principles, self-consistency, legal risk) are scored only by the judge: without a signal
-they are left out, not guessed. The *definition* (principles, weights, threshold, model) is
+anchor principles, self-consistency, legal risk) have no signal without an LLM judge (not built
+yet): they are left out, not guessed. The *definition* (principles, weights, threshold, model) is
 hashed; the hash is stored with every score (:attr:`Definition.hash`).
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import re
@@ -195,13 +194,19 @@ def next_turn_kind(next_user: str, similarity: float | None = None) -> str:
 
 
 def harm_refusal(request_harm: float, reply_harm: float, refused: float) -> float:
-    """The ``harm_refusal`` dimension (see :data:`QUADRANT`), bilinear in harm and refusal; a
-    reply that complies is as harmful as the worse of request and reply.
+    """The ``harm_refusal`` dimension (see :data:`QUADRANT`), bilinear in harm and refusal.
+
+    Harm is the request's, raised by a reply that itself reads as harmful help when it
+    complies: ``max(request_harm, 2 * (reply_harm - 0.5))``; the classifier was trained on
+    requests, so on replies only its confident half counts (ordinary instructions, a recipe,
+    land near 0.4 there).
 
     >>> round(harm_refusal(1.0, 0.0, 0.0), 2), round(harm_refusal(0.0, 0.0, 1.0), 2)
     (0.05, 0.2)
     """
-    h = request_harm if refused >= 0.5 else max(request_harm, reply_harm)
+    h = request_harm
+    if refused < 0.5:
+        h = max(h, min(1.0, max(0.0, 2.0 * (reply_harm - 0.5))))
     refused_v = h * QUADRANT[("harmful", "refused")] + (1 - h) * QUADRANT[("harmless", "refused")]
     complied_v = (
         h * QUADRANT[("harmful", "complied")] + (1 - h) * QUADRANT[("harmless", "complied")]
@@ -235,7 +240,7 @@ def compute_cost(metrics: Mapping[str, Any]) -> float | None:
 
 def combine(signals: Mapping[str, float], weights: Mapping[str, float]) -> float:
     """The score from stored signals: the weighted mean of the dimensions present (weights
-    from ``symbiosis.weights``; a ``judge_*`` dimension uses the weight ``judge``), capped just
+    from ``symbiosis.weights``; raw signals without a weight do not count), capped just
     above ``harm_refusal`` when that is below 0.5 (nothing outweighs harm), and then
     :data:`FEEDBACK_SHARE` explicit ``feedback`` when given. 0.5 without any dimension.
 
@@ -247,11 +252,10 @@ def combine(signals: Mapping[str, float], weights: Mapping[str, float]) -> float
     """
     total = weight_sum = 0.0
     for name, value in signals.items():
-        key = "judge" if name.startswith("judge_") else name
-        if name == "feedback" or key not in weights:
+        if name == "feedback" or name not in weights:
             continue
-        total += weights[key] * value
-        weight_sum += weights[key]
+        total += weights[name] * value
+        weight_sum += weights[name]
     value = total / weight_sum if weight_sum > 0 else 0.5
     safety = signals.get("harm_refusal")
     if safety is not None and safety < 0.5:
@@ -301,8 +305,10 @@ class Classifiers:
         return out
 
 
+@functools.cache
 def load_encoder(device: str = "cpu") -> Encoder:
-    """all-MiniLM-L6-v2 from the ``local`` extra, as an :data:`Encoder`.
+    """all-MiniLM-L6-v2 from the ``local`` extra, as an :data:`Encoder` (loaded once per
+    process and device; about 90 MB).
 
     Raises:
         ImportError: sentence-transformers is not installed.
@@ -362,9 +368,11 @@ class Scorer:
         out = []
         for turn, found in zip(turns, signals, strict=True):
             found["refusal"] = refusal(turn.assistant)
-            if "request_harm" in found:
+            if not turn.assistant.strip():
+                pass  # a message alone (ingested history): nobody complied or refused
+            elif "request_harm" in found:
                 found["harm_refusal"] = harm_refusal(
-                    found["request_harm"], found["reply_harm"], found["refusal"]
+                    found["request_harm"], found.get("reply_harm", 0.0), found["refusal"]
                 )
             elif found["refusal"]:
                 found["harm_refusal"] = harm_refusal(0.5, 0.0, 1.0)
@@ -399,8 +407,8 @@ class Scorer:
         quality = self.classifiers.reply_quality(users, replies)
         for i in range(n):
             signals[i]["request_harm"] = float(request_harm[i])
-            signals[i]["reply_harm"] = float(reply_harm[i])
-            if turns[i].assistant.strip():
+            if turns[i].assistant.strip():  # a single (ingested) message has no reply to judge
+                signals[i]["reply_harm"] = float(reply_harm[i])
                 signals[i]["reply_quality"] = float(quality[i])
         for row, i in enumerate(nexts):
             signals[i]["_rephrase"] = float(next_vectors[row] @ users[i])

@@ -84,6 +84,33 @@ async def affect(request: web.Request) -> web.Response:
     )
 
 
+async def feedback(request: web.Request) -> web.Response:
+    """``POST /memory/feedback?user=`` with ``{"id": memory or exchange id, "score": 0..1}``
+    (``memory_id`` / ``exchange_id`` also accepted for ``id``): explicit feedback on one memory
+    of that user. Answers the revised ``{"memory_id", "symbiosis", "polarity", "signals"}``;
+    400 on a malformed body, 404 when the user has no such memory."""
+    require_admin(request)
+    try:
+        body = await request.json()
+    except ValueError as exc:
+        raise BadRequest(f"body is not JSON: {exc}") from exc
+    if not isinstance(body, dict):
+        raise BadRequest("body must be a JSON object")
+    ident = body.get("id") or body.get("memory_id") or body.get("exchange_id")
+    value = body.get("score")
+    if not isinstance(ident, str) or not ident:
+        raise BadRequest("'id' (a memory or exchange id) is required")
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 1:
+        raise BadRequest("'score' must be a number in [0, 1]")
+    try:
+        result = await memory_service(request).feedback(admin_user(request), ident, float(value))
+    except MemoryLayerError as exc:
+        raise MemoryUnavailable(f"feedback not recorded: {exc}") from exc
+    if result is None:
+        raise NotFound(f"memory or exchange {ident} not found")
+    return web.json_response(result)
+
+
 async def get_memory(request: web.Request) -> web.Response:
     """``GET /memory/{id}?user=``: one memory of that user, 404 otherwise."""
     require_admin(request)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import logging
 from collections.abc import AsyncIterator
@@ -10,6 +11,7 @@ import aiohttp
 from aiohttp import web
 
 from memory.affect import Affect, resolve_ranges
+from memory.errors import MemoryLayerError
 from memory.resilience import CircuitBreaker
 from memory.service import MemoryService, build_memory_service
 from proxy import admin, chat, translated
@@ -58,10 +60,35 @@ async def memory_service(app: web.Application) -> AsyncIterator[None]:
             service.embedder.name,
             config.store.url or config.store.path,
         )
+        sleeper = None
+        if config.metabolism.enabled and config.metabolism.interval_s > 0:
+            sleeper = asyncio.create_task(sleep_cycles(service, config.metabolism.interval_s))
         try:
             yield
         finally:
+            if sleeper is not None:
+                sleeper.cancel()
+                await asyncio.gather(sleeper, return_exceptions=True)
             await service.close()
+
+
+async def sleep_cycles(service: MemoryService, interval_s: float) -> None:
+    """Run the sleep cycle every ``interval_s`` seconds; a failed cycle is logged and retried
+    at the next interval."""
+    while True:
+        await asyncio.sleep(interval_s)
+        try:
+            reports = await service.metabolize()
+        except MemoryLayerError as exc:
+            log.warning("sleep cycle failed: %s", exc)
+            continue
+        log.info(
+            "sleep cycle: %d users, %d revised, %d consolidated, %d promoted",
+            len(reports),
+            sum(r.revised for r in reports.values()),
+            sum(r.consolidated for r in reports.values()),
+            sum(r.promoted for r in reports.values()),
+        )
 
 
 def create_app(config: Config) -> web.Application:
@@ -92,6 +119,7 @@ def create_app(config: Config) -> web.Application:
         app.router.add_route("*", "/api/{tail:.*}", translated.unsupported)
     app.router.add_get("/memory/search", admin.search)
     app.router.add_get("/memory/affect", admin.affect)
+    app.router.add_post("/memory/feedback", admin.feedback)
     app.router.add_get("/memory/{id}", admin.get_memory)
     app.router.add_delete("/memory/{id}", admin.delete_memory)
     app.router.add_get("/healthz", admin.healthz)

@@ -9,6 +9,7 @@ import logging
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 from aiohttp import web
@@ -52,6 +53,27 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument(
         "--max-tokens", type=int, default=64, help="longest reply per turn (default 64)"
     )
+    score = commands.add_parser(
+        "score",
+        help="score exchanges for symbiosis (JSONL of {id?, user, assistant, next_user?}); "
+        "needs no upstream",
+    )
+    score.add_argument("--input", type=Path, required=True, help="JSONL of exchanges")
+    score.add_argument("--output", type=Path, required=True, help="JSONL written in input order")
+    score.add_argument("--config", type=Path, help="YAML config file (its symbiosis section)")
+    metabolize = commands.add_parser(
+        "metabolize",
+        help="run one sleep cycle: hindsight rescoring, decay, consolidation, promotion, "
+        "quadrant labels (and migration of older records)",
+    )
+    metabolize.add_argument("--config", type=Path, help="YAML config file")
+    metabolize.add_argument("--user", action="append", help="only this user (repeatable)")
+    audit = commands.add_parser(
+        "audit", help="verify the tamper-evident score log (optionally find one exchange's scores)"
+    )
+    audit.add_argument("--config", type=Path, help="YAML config file")
+    audit.add_argument("--log", type=Path, help="score log (default: beside the store)")
+    audit.add_argument("--id", help="an exchange or memory id whose entries to show")
     memories = commands.add_parser("memories", help="inspect stored memories")
     memory_commands = memories.add_subparsers(dest="memories_command", required=True)
     export = memory_commands.add_parser(
@@ -119,6 +141,114 @@ async def ingest_file(config: Config, path: Path, user: str) -> int:
     return 0 if stored else 1
 
 
+def score_file(config: Config, source: Path, target: Path) -> int:
+    """Score every line of ``source`` into ``target``; returns the exit status (1 when a line
+    was bad: it is reported with its number and skipped, the others are still scored)."""
+    from memory.symbiosis import Turn, make_scorer
+
+    try:
+        lines = source.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        print(f"symbiotic-memory: cannot read {source}: {exc}", file=sys.stderr)
+        return 1
+    rows: list[dict[str, Any]] = []
+    bad = 0
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+            if not isinstance(row, dict):
+                raise ValueError("not a JSON object")
+            for key in ("user", "assistant"):
+                if not isinstance(row.get(key), str):
+                    raise ValueError(f"'{key}' must be a string")
+            if row.get("next_user") is not None and not isinstance(row["next_user"], str):
+                raise ValueError("'next_user' must be a string")
+        except ValueError as exc:
+            print(f"symbiotic-memory: {source}:{number}: {exc} (skipped)", file=sys.stderr)
+            bad += 1
+            continue
+        rows.append(row)
+    scorer = make_scorer(config.symbiosis)
+    if scorer.degraded:
+        print(f"symbiotic-memory: lexical signals only: {scorer.degraded}", file=sys.stderr)
+    turns = [Turn(r["user"], r["assistant"], r.get("next_user")) for r in rows]
+    scores = scorer.score(turns)
+    threshold = config.symbiosis.threshold
+    try:
+        with target.open("w", encoding="utf-8") as out:
+            for row, result in zip(rows, scores, strict=True):
+                row = {
+                    **row,
+                    "symbiosis": result.value,
+                    "signals": result.signals,
+                    "polarity": result.polarity(threshold),
+                    "definition": result.definition,
+                }
+                out.write(json.dumps(row, ensure_ascii=False) + "\n")
+    except OSError as exc:
+        print(f"symbiotic-memory: cannot write {target}: {exc.strerror or exc}", file=sys.stderr)
+        return 1
+    print(
+        f"scored {len(rows)} exchanges into {target} (definition {scorer.definition.hash})"
+        f"{f'; {bad} bad lines skipped' if bad else ''}",
+        file=sys.stderr,
+    )
+    return 1 if bad else 0
+
+
+async def run_metabolize(config: Config, users: list[str] | None) -> int:
+    """One sleep cycle over the store; prints a summary per user and in total."""
+    async with aiohttp.ClientSession() as session:
+        service = memory_for(config, session)
+        await service.start()
+        try:
+            reports = await service.metabolize(users)
+        finally:
+            await service.close(timeout_s=10)
+    total: dict[str, int] = {}
+    quadrants: dict[str, int] = {}
+    for user, report in reports.items():
+        counts = {k: v for k, v in vars(report).items() if isinstance(v, int)}
+        for key, value in counts.items():
+            total[key] = total.get(key, 0) + value
+        for key, value in report.quadrants.items():
+            quadrants[key] = quadrants.get(key, 0) + value
+        print(f"{user}: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
+    print(
+        f"sleep cycle: {len(reports)} users; "
+        + ", ".join(f"{k} {v}" for k, v in total.items())
+        + "; quadrants: "
+        + (", ".join(f"{k} {v}" for k, v in sorted(quadrants.items())) or "none")
+    )
+    return 0
+
+
+def run_audit(config: Config, log_path: Path | None, ident: str | None) -> int:
+    """Verify the score log's hash chain; exit status 1 when it is broken."""
+    from memory.audit import verify
+
+    store = config.store.path
+    path = log_path or config.symbiosis.log_path or store.parent / f"{store.name}-scores.jsonl"
+    result = verify(path, ident)
+    if not result.ok:
+        print(
+            f"symbiotic-memory: score log {path} is BROKEN at line {result.bad_line}: "
+            f"{result.reason} ({result.entries} entries verified before it)",
+            file=sys.stderr,
+        )
+        return 1
+    print(f"score log {path}: {result.entries} entries, hash chain intact")
+    if ident is not None:
+        for entry in result.matches:
+            print(json.dumps(entry, sort_keys=True))
+        if not result.matches:
+            print(f"no entry for {ident}")
+            return 1
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point; returns the process exit status."""
     args = build_parser().parse_args(argv)
@@ -134,6 +264,14 @@ def main(argv: list[str] | None = None) -> int:
             logging.basicConfig(level="WARNING", format="symbiotic-memory: %(message)s")
             asyncio.run(run_demo(config, args.model, args.max_tokens))
             return 0
+        if args.command == "score":
+            logging.basicConfig(level="WARNING", format="symbiotic-memory: %(message)s")
+            return score_file(config, args.input, args.output)
+        if args.command == "metabolize":
+            logging.basicConfig(level="WARNING", format="symbiotic-memory: %(message)s")
+            return asyncio.run(run_metabolize(config, args.user))
+        if args.command == "audit":
+            return run_audit(config, args.log, args.id)
         if args.command == "memories":
             logging.basicConfig(level="WARNING", format="symbiotic-memory: %(message)s")
             asyncio.run(export(config, args.user, args.drain_timeout))

@@ -16,6 +16,10 @@ same embedder, budget and renderer: plain dense top-k over turns, and BM25 over 
 Writes one JSON line per question to ``--out``: ``{"sample_id", "question", "category",
 "evidence", "injected", "retrieval_ms"}`` (retrieval time excludes the query's embedding).
 Last line: ``recall@{B}tok=R dense=D bm25=M p50_ms=T``.
+
+``--metabolism on`` (the default, as in the proxy) writes through symbiosis scoring, the write
+gate and reinforcement, and runs one sleep cycle (``metabolize``) after the ingest and before
+the questions; ``off`` stores every turn as it is.
 """
 
 from __future__ import annotations
@@ -35,7 +39,13 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from memory.config import EmbedderConfig, MemoryConfig, StoreConfig
+from memory.config import (
+    EmbedderConfig,
+    MemoryConfig,
+    MetabolismConfig,
+    StoreConfig,
+    SymbiosisConfig,
+)
 from memory.index import UserIndex
 from memory.ingest import Message, drain, queue
 from memory.recall import render_block
@@ -104,6 +114,8 @@ async def run_conversation(
                 EmbedderConfig(kind="sentence-transformers", model=args.embedder),
                 "http://127.0.0.1:9",
                 session,
+                symbiosis=SymbiosisConfig(enabled=args.metabolism == "on"),
+                metabolism=MetabolismConfig(enabled=args.metabolism == "on"),
             )
             await service.start()
             try:
@@ -128,6 +140,16 @@ async def ingest_and_ask(
     queued = queue(service, messages, USER)
     if not await drain(service, queued, progress=False):
         raise RuntimeError("ingest failed")
+    if service.metabolism.enabled:
+        reports = await service.metabolize([USER])
+        stats = service.stats
+        print(
+            f"  metabolism: {stats.gated} gated, {stats.reinforced} reinforced, "
+            f"{stats.repulsors} repulsors; sleep cycle: {vars(reports[USER])}".replace(
+                ", 'log': []", ""
+            ),
+            file=sys.stderr,
+        )
     await service.index_ready(USER)
     vectors = await service.embedder.embed([t["doc"] for t in turns])
     hits = [MemoryHit(t["id"], t["doc"], {"event_at": t["at"]}) for t in turns]
@@ -180,7 +202,10 @@ async def main(args: argparse.Namespace, samples: list[dict[str, Any]], out: Any
     for sample in samples:
         print(f"{sample['sample_id']}: ingesting and asking", file=sys.stderr, flush=True)
         await run_conversation(sample, args, out, tally)
-    print(f"LoCoMo, {len(samples)} conversations, budget {args.budget} tokens, {args.embedder}")
+    print(
+        f"LoCoMo, {len(samples)} conversations, budget {args.budget} tokens, {args.embedder}, "
+        f"metabolism {args.metabolism}"
+    )
     print(f"{'':<10}" + "".join(f"{CATEGORIES[c]:>13}" for c in CATEGORIES) + f"{'overall':>10}")
     for name in ("project", "dense", "bm25"):
         cells = "".join(
@@ -203,6 +228,7 @@ if __name__ == "__main__":
     parser.add_argument("--out", required=True)
     parser.add_argument("--embedder", default="all-MiniLM-L6-v2")
     parser.add_argument("--candidates", type=int, default=100)
+    parser.add_argument("--metabolism", choices=("on", "off"), default="on")
     parser.add_argument(
         "--captions",
         action="store_true",

@@ -25,7 +25,7 @@ EXE = Path(sys.executable).parent / "symbiotic-memory"
 def test_outbox_records_round_trip_with_their_schema_version(tmp_path: Path):
     exchange = Exchange(Scope("u", "s"), "/api/chat", "m", "hi", "hello", metrics={"eval_count": 2})
     raw = exchange_to_json(exchange)
-    assert json.loads(raw)["schema_version"] == SCHEMA_VERSION == 2
+    assert json.loads(raw)["schema_version"] == SCHEMA_VERSION == 3
     assert exchange_from_json(raw) == exchange
     # a row queued by version 1 (no speaker field) still reads, with the default
     v1 = {k: v for k, v in json.loads(raw).items() if k != "speaker"} | {"schema_version": 1}

@@ -84,7 +84,7 @@ async def test_stored_memory_keeps_scope_model_timestamps_and_metrics(proxy: Run
     assert meta["model"] == "llama3.2" and meta["endpoint"] == "/api/chat"
     assert meta["eval_count"] == len(f"Noted: {FACT}".split())
     assert meta["prompt_eval_count"] > 0 and meta["total_duration"] == 123_000_000
-    assert meta["done_reason"] == "stop" and meta["schema_version"] == 2
+    assert meta["done_reason"] == "stop" and meta["schema_version"] == 3
     assert meta["finished_at"] >= meta["event_at"] > 1.7e9
 
 

@@ -123,7 +123,7 @@ async def test_new_memory_is_recalled_once_indexed_and_access_is_counted(
             break
         await proxy.memory.flush()
     assert miso["access_count"] >= 2 and miso["last_access_at"] >= before - 1
-    assert miso["schema_version"] == 2 and miso["strength"] == 1.0
+    assert miso["schema_version"] == 3 and miso["strength"] == 1.0
     assert json.loads(miso["provenance"]) and miso["valence"] == 0.0
 
 

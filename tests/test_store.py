@@ -81,7 +81,7 @@ async def test_query_get_delete_are_user_scoped(store: ChromaStore):
     assert [h.text for h in await store.query("bob", unit(0, 1, 0), 5)] == ["bob likes coffee"]
     assert await store.query("carol", unit(1, 0, 0), 5) == []
     assert await store.get("bob", "m1") is None
-    assert (await store.get("alice", "m1")).metadata == {"user": "alice", "schema_version": 2}
+    assert (await store.get("alice", "m1")).metadata == {"user": "alice", "schema_version": 3}
     assert await store.delete("bob", "m1") is False
     assert await store.delete("alice", "m1") is True
     assert await store.get("alice", "m1") is None
