@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from memory import SCHEMA_VERSION
 from memory.errors import StoreError
 from memory.outbox import exchange_from_json, exchange_to_json
 from memory.types import Exchange
@@ -64,7 +65,8 @@ class RawArchive:
         """Archive ``exchanges`` (one transaction); one already archived is left as it was.
         Returns how many were new."""
         rows = [
-            (e.id, e.scope.user, time.time(), _version(), exchange_to_json(e)) for e in exchanges
+            (e.id, e.scope.user, time.time(), SCHEMA_VERSION, exchange_to_json(e))
+            for e in exchanges
         ]
         try:
             db = self._conn()
@@ -126,9 +128,3 @@ class RawArchive:
             return db.total_changes - before
         except sqlite3.Error as exc:
             raise StoreError(f"raw archive: {exc}") from exc
-
-
-def _version() -> int:
-    from memory import SCHEMA_VERSION
-
-    return SCHEMA_VERSION

@@ -24,7 +24,7 @@ import numpy as np
 import Stemmer
 
 from memory.embedders import Vectors
-from memory.metabolism import active_days, last_used
+from memory.metabolism import active_days, last_used, num
 from memory.types import MemoryHit
 
 logging.getLogger("bm25s").setLevel(logging.WARNING)  # it sets DEBUG on itself at import
@@ -39,11 +39,6 @@ def _tokenize(texts: list[str], stemmer: Any) -> Any:
     return bm25s.tokenize(
         texts, stopwords="en", stemmer=stemmer, return_ids=False, show_progress=False
     )
-
-
-def _num(hit: MemoryHit, key: str, default: float = 0.0) -> float:
-    value = hit.metadata.get(key)
-    return float(value) if isinstance(value, int | float) else default
 
 
 def _strength(hit: MemoryHit) -> float:
@@ -76,13 +71,16 @@ def session_order(hits: Sequence[MemoryHit]) -> tuple[np.ndarray, np.ndarray]:
         if isinstance(session, str) and session:
             sessions.setdefault(session, []).append(i)
     for members in sessions.values():
-        members.sort(key=lambda i: (_num(hits[i], "event_at"), _num(hits[i], "created_at")))
+        members.sort(
+            key=lambda i: (num(hits[i].metadata, "event_at"), num(hits[i].metadata, "created_at"))
+        )
         for a, b in itertools.pairwise(members):
             nxt[a], prev[b] = b, a
     return prev, nxt
 
 
-def _unit(rows: np.ndarray) -> np.ndarray:
+def unit_rows(rows: np.ndarray) -> np.ndarray:
+    """Each row scaled to unit length (zero rows stay zero), as float32."""
     norms = np.linalg.norm(rows, axis=1, keepdims=True)
     return (rows / np.where(norms > 0, norms, 1.0)).astype(np.float32)
 
@@ -101,7 +99,7 @@ def context_vectors(
     """
     zero = np.zeros((1, vectors.shape[1]), dtype=np.float32)
     padded = np.vstack([vectors, zero])  # index -1 picks the zero row
-    return _unit(vectors + weight * (padded[prev] + padded[nxt]))
+    return unit_rows(vectors + weight * (padded[prev] + padded[nxt]))
 
 
 def session_centroids(hits: Sequence[MemoryHit], vectors: np.ndarray) -> np.ndarray:
@@ -115,7 +113,7 @@ def session_centroids(hits: Sequence[MemoryHit], vectors: np.ndarray) -> np.ndar
             groups.setdefault(session, []).append(i)
     for members in groups.values():
         out[members] = vectors[members].mean(axis=0)
-    return _unit(out)
+    return unit_rows(out)
 
 
 def first_names(speakers: Iterable[str]) -> dict[str, str]:
@@ -149,7 +147,7 @@ class UserIndex:
         self.context: np.ndarray | None = None
         self.centroids: np.ndarray | None = None
         if vectors is not None and len(hits) and np.asarray(vectors).shape[0] == len(hits):
-            self.vectors = _unit(np.asarray(vectors, dtype=np.float32))
+            self.vectors = unit_rows(np.asarray(vectors, dtype=np.float32))
             self.context = context_vectors(self.vectors, self.prev, self.next)
             self.centroids = session_centroids(hits, self.vectors)
         self.speaker = np.array([str(h.metadata.get("speaker") or "") for h in hits], dtype=object)
@@ -161,7 +159,9 @@ class UserIndex:
         """Memories scored at or below the symbiosis threshold, shape ``(n,)``."""
         self.dormant = np.array([h.metadata.get("dormant") is True for h in hits], dtype=bool)
         """Memories the sleep cycle found dormant (decayed or consolidated), shape ``(n,)``."""
-        self.symbiosis = np.array([_num(h, "symbiosis", 0.5) for h in hits], dtype=np.float64)
+        self.symbiosis = np.array(
+            [num(h.metadata, "symbiosis", 0.5) for h in hits], dtype=np.float64
+        )
         """Symbiosis score of each memory (0.5 when unscored), shape ``(n,)``."""
         self.last_used = np.array([last_used(h.metadata) for h in hits], dtype=np.float64)
         """When each memory was last said, recalled or reinforced (Unix seconds)."""

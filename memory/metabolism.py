@@ -342,7 +342,7 @@ def metabolize_user(
     nothing itself. Consolidated memories become dormant with ``consolidated_into`` set: the
     sleep cycle never deletes."""
     from memory import SCHEMA_VERSION
-    from memory.index import session_order
+    from memory.index import session_order, unit_rows
 
     report = CycleReport(memories=len(hits))
     if not hits:
@@ -363,7 +363,7 @@ def metabolize_user(
             put(i, importance=round(importance(*split_exchange(hits[i].text)), 4))
             report.migrated += 1
     # Hindsight: the next turn in the same session is implicit feedback.
-    unit = _unit(vectors) if len(vectors) == len(hits) else None
+    unit = unit_rows(vectors) if len(vectors) == len(hits) else None
     _, nxt = session_order(hits)
     for i, meta in enumerate(metas):
         j = int(nxt[i])
@@ -382,16 +382,7 @@ def metabolize_user(
         if (before <= threshold) != (revised.value <= threshold):
             report.flipped += 1
         report.log.append(
-            {
-                "exchange_id": meta.get("exchange_id"),
-                "memory_id": hits[i].id,
-                "user": user,
-                "score": revised.value,
-                "polarity": revised.polarity(threshold),
-                "definition": revised.definition,
-                "signals": revised.signals,
-                "reason": "hindsight",
-            }
+            revised.log_record(meta.get("exchange_id"), hits[i].id, user, threshold, "hindsight")
         )
     # Consolidation of near-duplicate clusters (same polarity, both awake).
     awake = [i for i, m in enumerate(metas) if not m.get("dormant")]
@@ -486,9 +477,3 @@ def metabolize_user(
         put(i, tier="user")
         report.promoted += 1
     return {k: v for k, v in updates.items() if v}, report
-
-
-def _unit(rows: np.ndarray) -> np.ndarray:
-    norms = np.linalg.norm(rows, axis=1, keepdims=True)
-    out: np.ndarray = rows / np.where(norms > 0, norms, 1.0)
-    return out

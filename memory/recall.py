@@ -272,40 +272,40 @@ def zscore(values: np.ndarray) -> np.ndarray:
     return out
 
 
+def current_strength(index: UserIndex, metabolism: MetabolismConfig | None) -> np.ndarray:
+    """Strength of every memory now, shape ``(n,)``: the stored strength, decayed over the
+    user's active days when ``metabolism`` is given
+    (:func:`memory.metabolism.effective_strength`)."""
+    if metabolism is None:
+        return index.strength
+    return effective_strength(
+        index.strength, index.last_used, index.screened, index.days, metabolism
+    )
+
+
 def memory_weights(
-    index: UserIndex, now: float, weights: Weights, metabolism: MetabolismConfig | None = None
+    index: UserIndex, now: float, weights: Weights, strength: np.ndarray | None = None
 ) -> np.ndarray:
     """Multiplicative weight per memory, shape ``(n,)``: ``(0.8 + 0.2 * strength)`` times
     ``(1 + recency * 2 ** (-age / half_life))`` times ``(0.9 + 0.2 * symbiosis)``.
 
-    ``strength`` in [0, 1] is the stored strength, decayed over the user's active days when
-    ``metabolism`` is given (:func:`memory.metabolism.effective_strength`); age runs from the
+    ``strength`` in [0, 1] (:func:`current_strength`; default: as stored); age runs from the
     memory's event time to ``now`` (Unix seconds); a months-old memory keeps at least
     ``1 / (1 + recency)`` of a fresh one's score: recency orders, it does not forget. The
     symbiosis factor is the source project's "mycelial" recall: among equally relevant
     memories, the healthier one ranks first (0.9 for a score of 0, 1.1 for 1)."""
     age = np.clip(now - index.event_at, 0.0, None)
     recency = 1.0 + weights.recency * np.exp2(-age / weights.recency_half_life_s)
-    strength = index.strength
-    if metabolism is not None:
-        strength = effective_strength(
-            index.strength, index.last_used, index.screened, index.days, metabolism
-        )
+    strength = index.strength if strength is None else strength
     out: np.ndarray = (0.8 + 0.2 * strength) * recency * (0.9 + 0.2 * index.symbiosis)
     return out
 
 
-def awake(index: UserIndex, metabolism: MetabolismConfig | None) -> np.ndarray:
+def awake(index: UserIndex, strength: np.ndarray, dormant_below: float) -> np.ndarray:
     """Memories that may be injected, shape ``(n,)`` bool: not repulsors, not dormant (marked
-    by the sleep cycle, or decayed below ``metabolism.dormant_below`` since)."""
-    out = ~index.repulsor & ~index.dormant
-    if metabolism is not None:
-        strength = effective_strength(
-            index.strength, index.last_used, index.screened, index.days, metabolism
-        )
-        out &= strength >= metabolism.dormant_below
-    result: np.ndarray = out
-    return result
+    by the sleep cycle, or with a current ``strength`` below ``dormant_below``)."""
+    out: np.ndarray = ~index.repulsor & ~index.dormant & (strength >= dormant_below)
+    return out
 
 
 def repel(
@@ -367,12 +367,13 @@ def fused_scores(
     scores = scores - scores.min() + 1e-6
     if views.subject is not None:
         scores = np.where(index.speaker == views.subject, scores, scores * weights.off_subject)
-    scores *= memory_weights(index, now, weights, metabolism)
+    strength = current_strength(index, metabolism)
+    scores *= memory_weights(index, now, weights, strength)
     top_bm25 = float(bm25.max()) if len(bm25) else 0.0
     eligible = cosine >= floor
     if top_bm25 > 0:
         eligible |= bm25 >= weights.lexical_floor * top_bm25
-    allowed = awake(index, metabolism)
+    allowed = awake(index, strength, metabolism.dormant_below if metabolism else 0.0)
     eligible &= allowed
     if weights.neighbour > 0:
         spread = scores.copy()

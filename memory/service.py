@@ -33,7 +33,7 @@ from memory.config import (
 )
 from memory.embedders import Embedder, Vectors, make_embedder
 from memory.errors import EmbedderError, MemoryLayerError, StoreError
-from memory.index import UserIndex
+from memory.index import UserIndex, unit_rows
 from memory.metabolism import (
     CycleReport,
     importance,
@@ -363,7 +363,8 @@ class MemoryService:
             for i, w in enumerate(weights)
             if not self.metabolism.enabled or w >= self.metabolism.gate_threshold
         ]
-        gated = [i for i in range(len(rows)) if i not in set(keep)]
+        kept = set(keep)
+        gated = [i for i in range(len(rows)) if i not in kept]
         for i in gated:
             self.outbox.done(rows[i].seq)
         self.stats.gated += len(gated)
@@ -410,20 +411,21 @@ class MemoryService:
     def _log_scores(self, entries: list[tuple[Exchange, str | None, Score | None]]) -> None:
         """Append scores to the tamper-evident log; a failure is logged (the score is also in
         the memory's metadata) and never loses the write."""
-        records = [
-            {
-                "exchange_id": exchange.id,
-                "memory_id": mid,
-                "user": exchange.scope.user,
-                "score": score.value,
-                "polarity": score.polarity(self.symbiosis.threshold),
-                "definition": score.definition,
-                "signals": score.signals,
-                "reason": "scored" if mid is not None else "scored, gated (archive only)",
-            }
-            for exchange, mid, score in entries
-            if score is not None
-        ]
+        self._append_log(
+            [
+                score.log_record(
+                    exchange.id,
+                    mid,
+                    exchange.scope.user,
+                    self.symbiosis.threshold,
+                    "scored" if mid is not None else "scored, gated (archive only)",
+                )
+                for exchange, mid, score in entries
+                if score is not None
+            ]
+        )
+
+    def _append_log(self, records: list[dict[str, Any]]) -> None:
         if self.score_log is None or not records:
             return
         try:
@@ -615,8 +617,7 @@ class MemoryService:
         if user in self._index_tasks:
             await self.index_ready(user)
             index = self._index.get(user)
-        unit = np.asarray(vectors, dtype=np.float32)
-        unit = unit / np.maximum(np.linalg.norm(unit, axis=1, keepdims=True), 1e-12)
+        unit = unit_rows(np.asarray(vectors, dtype=np.float32))
         threshold = self.symbiosis.threshold
         for i, exchange in enumerate(exchanges):
             score = scores[i]
@@ -687,7 +688,9 @@ class MemoryService:
         score = scorer.revise(signals)
         update = score.as_metadata(self.symbiosis.threshold)
         await self.store.update_metadata(user, {hit.id: update})
-        self._log_scores_raw(user, hit, score, "feedback")
+        threshold = self.symbiosis.threshold
+        exchange_id = hit.metadata.get("exchange_id")
+        self._append_log([score.log_record(exchange_id, hit.id, user, threshold, "feedback")])
         self._index_reload.add(user)
         self._index_changed(user)
         return {
@@ -696,24 +699,6 @@ class MemoryService:
             "polarity": update["polarity"],
             "signals": score.signals,
         }
-
-    def _log_scores_raw(self, user: str, hit: MemoryHit, score: Score, reason: str) -> None:
-        if self.score_log is None:
-            return
-        record = {
-            "exchange_id": hit.metadata.get("exchange_id"),
-            "memory_id": hit.id,
-            "user": user,
-            "score": score.value,
-            "polarity": score.polarity(self.symbiosis.threshold),
-            "definition": score.definition,
-            "signals": score.signals,
-            "reason": reason,
-        }
-        try:
-            self.score_log.append([record])
-        except StoreError as exc:
-            log.warning("score log not written: %s", exc)
 
     async def metabolize(
         self, users: list[str] | None = None, now: float | None = None
@@ -747,11 +732,7 @@ class MemoryService:
                 await self.store.update_metadata(user, updates)
                 self._index_reload.add(user)
                 self._index_changed(user)
-            if self.score_log is not None and report.log:
-                try:
-                    self.score_log.append(report.log)
-                except StoreError as exc:
-                    log.warning("score log not written: %s", exc)
+            self._append_log(report.log)
             reports[user] = report
         return reports
 

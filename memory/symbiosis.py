@@ -27,6 +27,7 @@ hashed; the hash is stored with every score (:attr:`Definition.hash`).
 from __future__ import annotations
 
 import functools
+import hashlib
 import json
 import math
 import re
@@ -129,6 +130,26 @@ class Score:
     def polarity(self, threshold: float) -> str:
         """``"repulsor"`` at or below ``threshold``, else ``"attractor"``."""
         return "repulsor" if self.value <= threshold else "attractor"
+
+    def log_record(
+        self,
+        exchange_id: Any,
+        memory_id: str | None,
+        user: str,
+        threshold: float,
+        reason: str,
+    ) -> dict[str, Any]:
+        """The record :meth:`memory.audit.ScoreLog.append` takes for this score."""
+        return {
+            "exchange_id": exchange_id,
+            "memory_id": memory_id,
+            "user": user,
+            "score": self.value,
+            "polarity": self.polarity(threshold),
+            "definition": self.definition,
+            "signals": self.signals,
+            "reason": reason,
+        }
 
     def as_metadata(self, threshold: float) -> dict[str, Any]:
         """The memory metadata fields that carry this score (schema version 3)."""
@@ -287,8 +308,6 @@ class Classifiers:
             OSError, ValueError, KeyError: missing or malformed file.
         """
         raw = path.read_bytes()
-        import hashlib
-
         return cls(json.loads(raw)), hashlib.sha256(raw).hexdigest()
 
     def request_harm(self, vectors: np.ndarray) -> np.ndarray:
