@@ -274,30 +274,35 @@ def zscore(values: np.ndarray) -> np.ndarray:
 
 def current_strength(index: UserIndex, metabolism: MetabolismConfig | None) -> np.ndarray:
     """Strength of every memory now, shape ``(n,)``: the stored strength, decayed over the
-    user's active days when ``metabolism`` is given
+    user's active days (with the symbiosis-scaled half-life) when ``metabolism`` is given
     (:func:`memory.metabolism.effective_strength`)."""
     if metabolism is None:
         return index.strength
     return effective_strength(
-        index.strength, index.last_used, index.screened, index.days, metabolism
+        index.strength,
+        index.last_used,
+        index.screened,
+        index.days,
+        metabolism,
+        index.symbiosis,
     )
 
 
-def memory_weights(
-    index: UserIndex, now: float, weights: Weights, strength: np.ndarray | None = None
-) -> np.ndarray:
+def memory_weights(index: UserIndex, now: float, weights: Weights) -> np.ndarray:
     """Multiplicative weight per memory, shape ``(n,)``: ``(0.8 + 0.2 * strength)`` times
     ``(1 + recency * 2 ** (-age / half_life))`` times ``(0.9 + 0.2 * symbiosis)``.
 
-    ``strength`` in [0, 1] (:func:`current_strength`; default: as stored); age runs from the
-    memory's event time to ``now`` (Unix seconds); a months-old memory keeps at least
-    ``1 / (1 + recency)`` of a fresh one's score: recency orders, it does not forget. The
-    symbiosis factor is the source project's "mycelial" recall: among equally relevant
+    ``strength`` is the stored one (reinforcement raises it, consolidation sets it), not the
+    decayed one: decay decides *whether* a memory is recalled (:func:`awake`), relevance and
+    recency decide its rank. Weighting rank by decayed strength as well would count time
+    twice (recency already does) and made LoCoMo recall fall (0.792 -> 0.788 on dev3). Age
+    runs from the memory's event time to ``now`` (Unix seconds); a months-old memory keeps at
+    least ``1 / (1 + recency)`` of a fresh one's score: recency orders, it does not forget.
+    The symbiosis factor is the source project's "mycelial" recall: among equally relevant
     memories, the healthier one ranks first (0.9 for a score of 0, 1.1 for 1)."""
     age = np.clip(now - index.event_at, 0.0, None)
     recency = 1.0 + weights.recency * np.exp2(-age / weights.recency_half_life_s)
-    strength = index.strength if strength is None else strength
-    out: np.ndarray = (0.8 + 0.2 * strength) * recency * (0.9 + 0.2 * index.symbiosis)
+    out: np.ndarray = (0.8 + 0.2 * index.strength) * recency * (0.9 + 0.2 * index.symbiosis)
     return out
 
 
@@ -368,7 +373,7 @@ def fused_scores(
     if views.subject is not None:
         scores = np.where(index.speaker == views.subject, scores, scores * weights.off_subject)
     strength = current_strength(index, metabolism)
-    scores *= memory_weights(index, now, weights, strength)
+    scores *= memory_weights(index, now, weights)
     top_bm25 = float(bm25.max()) if len(bm25) else 0.0
     eligible = cosine >= floor
     if top_bm25 > 0:
