@@ -69,6 +69,11 @@ class FakeOllama:
     """Chaos for every generation endpoint: ``"500"``, ``"slow"`` (1.5 s before answering) or
     ``"disconnect"`` (one frame, then the connection is cut)."""
     pull_gate: asyncio.Event = field(default_factory=asyncio.Event)
+    scripted: dict[str, str] = field(default_factory=dict)
+    """Replies by the last user message: a chat whose last user turn is a key gets that reply."""
+    echo_context: bool = False
+    """Answer by repeating every system message before the last user turn: the worst case of
+    a model that repeats whatever was put in its context (scripts/audit_leakage.py)."""
     url: str = ""
     _runner: web.AppRunner | None = None
 
@@ -202,6 +207,18 @@ class FakeOllama:
             return f"The tool says {messages[-1].get('content')}."
         return f"Noted: {content}"
 
+    def answer(self, messages: list[dict[str, Any]]) -> str:
+        """The reply to ``messages``: :attr:`scripted`, then :attr:`echo_context`, then
+        :meth:`reply_for`."""
+        last_user = next((m for m in reversed(messages) if m.get("role") == "user"), {})
+        if isinstance(last_user.get("content"), str) and last_user["content"] in self.scripted:
+            return self.scripted[last_user["content"]]
+        reply = self.reply_for(messages)
+        if self.echo_context:
+            context = [str(m.get("content", "")) for m in messages if m.get("role") == "system"]
+            reply = " ".join([*context, reply])
+        return reply
+
     @staticmethod
     def metrics(prompt_tokens: int, reply_tokens: int) -> dict[str, Any]:
         return {
@@ -279,7 +296,7 @@ class FakeOllama:
             if body.get("stream") is False:
                 return web.json_response(final)
             return await self._ndjson(request, [final])
-        text = self.reply_for(messages)
+        text = self.answer(messages)
         words = text.split(" ")
         final_metrics = self.metrics(self._prompt_tokens(body), len(words))
         if body.get("stream") is False:
@@ -350,7 +367,7 @@ class FakeOllama:
             return web.json_response({"error": error}, status=400)
         if body["model"] == "tool-model" and body["messages"][-1].get("role") != "tool":
             return await v1_tool_call(request, body)
-        text = self.reply_for(body["messages"])
+        text = self.answer(body["messages"])
         created = int(time.time())
         base = {
             "id": "chatcmpl-1",
