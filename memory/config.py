@@ -275,6 +275,20 @@ class MetabolismConfig(Frozen):
     """Largest share of a user's memories promoted per cycle (at least one)."""
     interval_s: float = Field(default=0.0, ge=0)
     """Run the sleep cycle in the proxy every this many seconds (0: only from the CLI)."""
+    shared: bool = False
+    """Keep a shared tier: what several users independently said (resonance) is recalled for
+    every user. Off by default: turn it on only where the users share a trust domain (one
+    team's server); personal, first-person statements are never shared."""
+    shared_min_users: int = Field(default=3, ge=2)
+    """Distinct users who must have said the same thing for it to be shared."""
+    shared_similarity: float = Field(default=0.9, gt=0, le=1)
+    """Cosine at or above which two users' memories are about the same thing (and then
+    confirm it, or contradict it when they do not say the same)."""
+    shared_bandwidth: float = Field(default=0.01, gt=0, le=1)
+    """Largest share of the candidate memories promoted to the shared tier per cycle (at least
+    one)."""
+    shared_k: int = Field(default=2, ge=0)
+    """Most shared memories added to one recall."""
 
     @model_validator(mode="after")
     def _hysteresis(self) -> MetabolismConfig:

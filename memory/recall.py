@@ -33,7 +33,7 @@ import numpy as np
 from memory.config import MemoryConfig, MetabolismConfig, SymbiosisConfig
 from memory.embedders import Vectors
 from memory.index import UserIndex, stamp
-from memory.metabolism import effective_strength
+from memory.metabolism import effective_strength, user_tag
 from memory.tokens import count_tokens
 from memory.types import MemoryBlock, MemoryHit, Scope
 
@@ -43,6 +43,10 @@ QueryFn = Callable[[str, Vectors, int], Awaitable[list[MemoryHit]]]
 """(user, vector, k) -> the user's k nearest memories from the store, most similar first."""
 IndexFn = Callable[[str], UserIndex | None]
 """user -> their in-memory index, or None while it is not built."""
+SharedFn = Callable[[], tuple[list[MemoryHit], np.ndarray]]
+"""() -> the shared tier's awake memories and their unit vectors, shape ``(n, dim)``."""
+SHARED_MARK = "(shared knowledge) "
+"""Before a shared-tier memory's line: it was said by several users, not by this one."""
 Knobs = Mapping[str, float]
 
 
@@ -82,7 +86,8 @@ def render_body(hit: MemoryHit) -> str:
     'User: hi / Assistant: hello'
     """
     text = " / ".join(line.strip() for line in hit.text.splitlines() if line.strip())
-    return _TAGS.sub(lambda m: m.group(0).replace("<", "<\u200b", 1), text)
+    text = _TAGS.sub(lambda m: m.group(0).replace("<", "<\u200b", 1), text)
+    return SHARED_MARK + text if hit.metadata.get("tier") == "shared" else text
 
 
 def render_memories(hits: Sequence[MemoryHit], caution: str | None = None) -> str:
@@ -417,6 +422,42 @@ def distinct(order: Iterable[int], index: UserIndex, threshold: float) -> Iterat
         yield i
 
 
+def shared_hits(
+    tier: tuple[list[MemoryHit], np.ndarray], vector: np.ndarray, floor: float, k: int, user: str
+) -> list[MemoryHit]:
+    """The ``k`` shared memories nearest to ``vector`` (unit, shape ``(dim,)``) with cosine >=
+    ``floor``, most similar first, leaving out those ``user`` confirmed (they have their own
+    memory of it)."""
+    hits, vectors = tier
+    if not hits or k <= 0 or vectors.shape[1] != len(vector):
+        return []
+    cosine = vectors @ np.asarray(vector, dtype=np.float32)
+    tag = user_tag(user)
+    out: list[MemoryHit] = []
+    for i in np.argsort(-cosine, kind="stable").tolist():
+        if cosine[i] < floor or len(out) >= k:
+            break
+        if tag not in str(hits[i].metadata.get("supporters", "")):
+            out.append(MemoryHit(hits[i].id, hits[i].text, hits[i].metadata, float(cosine[i])))
+    return out
+
+
+def with_shared(ranked: Iterable[MemoryHit], shared: list[MemoryHit]) -> Iterator[MemoryHit]:
+    """``ranked`` (the user's own memories, best first) with each of ``shared`` (most similar
+    first) placed before the first own memory that is less similar to the query.
+
+    >>> own = [MemoryHit("a", "", {}, 0.9), MemoryHit("b", "", {}, 0.5)]
+    >>> [h.id for h in with_shared(own, [MemoryHit("s", "", {}, 0.7)])]
+    ['a', 's', 'b']
+    """
+    pending = list(shared)
+    for hit in ranked:
+        while pending and (pending[0].similarity or 0.0) > (hit.similarity or 0.0):
+            yield pending.pop(0)
+        yield hit
+    yield from pending
+
+
 def already_in_context(hit: MemoryHit, turns: frozenset[str]) -> bool:
     """Whether ``hit`` is the memory of one of ``turns`` (user messages the request already
     carries): its text is the turn, or ``User: <turn>`` followed by the reply.
@@ -445,7 +486,10 @@ class Recaller:
         clock: Callable[[], float] = time.time,
         metabolism: MetabolismConfig | None = None,
         symbiosis: SymbiosisConfig | None = None,
+        shared: SharedFn | None = None,
     ) -> None:
+        self.shared = shared
+        """The shared tier (None: not recalled)."""
         self.metabolism = metabolism
         """Decay settings (None: no decay, stored strength as it is)."""
         self.symbiosis = symbiosis
@@ -528,6 +572,9 @@ class Recaller:
             ):
                 caution = CAUTION
             best = max((h.similarity for h in dense if h.similarity is not None), default=None)
+        if self.shared is not None and self.metabolism is not None:
+            extra = shared_hits(self.shared(), vector, floor, self.metabolism.shared_k, scope.user)
+            ranked = with_shared(ranked, extra) if extra else ranked
         t3 = time.perf_counter()
         if in_context:
             ranked = (h for h in ranked if not already_in_context(h, in_context))

@@ -11,6 +11,7 @@ import contextlib
 import functools
 import json
 import logging
+import math
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import asdict, dataclass
@@ -36,16 +37,18 @@ from memory.errors import EmbedderError, MemoryLayerError, StoreError
 from memory.index import UserIndex, unit_rows
 from memory.metabolism import (
     CycleReport,
+    Resonance,
     importance,
     metabolize_user,
     provenance,
+    resonate,
     says_same,
     signals_of,
 )
 from memory.outbox import Outbox, OutboxRow
 from memory.recall import Recaller
 from memory.resilience import CircuitBreaker
-from memory.store import ChromaStore, Store, to_chroma_metadata
+from memory.store import SHARED, ChromaStore, Store, to_chroma_metadata
 from memory.symbiosis import Score, Scorer, Turn, make_scorer
 from memory.types import Exchange, MemoryBlock, MemoryHit, Scope, sha256_json
 
@@ -167,7 +170,13 @@ class MemoryService:
             self._index_for,
             metabolism=self.metabolism if self.metabolism.enabled else None,
             symbiosis=self.symbiosis if self.symbiosis.enabled else None,
+            shared=self._shared_tier if self.sharing else None,
         )
+        self.resonance: Resonance | None = None
+        """What the last full sleep cycle's resonance pass did (None: not run)."""
+        self._shared: tuple[list[MemoryHit], np.ndarray] = ([], np.zeros((0, 0), np.float32))
+        self._shared_loaded_at = -math.inf
+        self._shared_task: asyncio.Task[None] | None = None
         self._index: dict[str, UserIndex] = {}
         self._index_added: dict[str, list[tuple[list[MemoryHit], Vectors]]] = {}
         self._index_reload: set[str] = set()
@@ -212,6 +221,8 @@ class MemoryService:
         if waiting := self.outbox.count():
             log.info("replaying %d exchanges left in the outbox", waiting)
             self.outbox.retry_all_now()
+        if self.sharing:
+            await self._load_shared()
         self._worker = asyncio.create_task(self._drain(), name="memory-writer")
 
     async def close(self, timeout_s: float = 10.0) -> None:
@@ -225,6 +236,9 @@ class MemoryService:
         for task in list(self._index_tasks.values()):
             task.cancel()
         await asyncio.gather(*self._index_tasks.values(), return_exceptions=True)
+        if self._shared_task is not None:
+            self._shared_task.cancel()
+            await asyncio.gather(self._shared_task, return_exceptions=True)
         with contextlib.suppress(MemoryLayerError):
             await self._flush_access()
         self.outbox.close()
@@ -509,6 +523,35 @@ class MemoryService:
         while (task := self._index_tasks.get(user)) is not None:
             await asyncio.shield(task)
 
+    @property
+    def sharing(self) -> bool:
+        """Whether the shared tier is kept and recalled (``metabolism.shared``)."""
+        return self.metabolism.enabled and self.metabolism.shared
+
+    SHARED_REFRESH_S = 60.0
+    """How old the in-memory copy of the shared tier may get before a recall refreshes it in
+    the background (a sleep cycle run by another process shows up within this)."""
+
+    def _shared_tier(self) -> tuple[list[MemoryHit], np.ndarray]:
+        """The shared tier's awake memories and their unit vectors ``(n, dim)``, from memory;
+        a stale copy starts a background reload (recall never waits for the store here)."""
+        stale = time.monotonic() - self._shared_loaded_at > self.SHARED_REFRESH_S
+        if stale and (self._shared_task is None or self._shared_task.done()):
+            self._shared_task = asyncio.create_task(self._load_shared(), name="shared-tier")
+        return self._shared
+
+    async def _load_shared(self) -> None:
+        """Read the shared tier's awake memories into memory (a failure keeps the old copy)."""
+        self._shared_loaded_at = time.monotonic()
+        try:
+            hits, vectors = await self.store.snapshot(SHARED)
+        except StoreError as exc:
+            log.warning("shared tier not reloaded: %s", exc)
+            return
+        keep = [i for i, h in enumerate(hits) if not h.metadata.get("dormant")]
+        unit = unit_rows(vectors[keep]) if keep else np.zeros((0, 0), np.float32)
+        self._shared = ([hits[i] for i in keep], unit)
+
     async def _recall_query(self, user: str, vector: Vectors, k: int) -> list[MemoryHit]:
         """Dense candidates from the store (while the user's in-memory index is not built)."""
         ceiling = min(self.resilience.store_timeout_ms, self.config.timeout_ms)
@@ -716,6 +759,7 @@ class MemoryService:
         if self.scorer is None:
             self.scorer = await asyncio.to_thread(make_scorer, self.symbiosis)
         reports: dict[str, CycleReport] = {}
+        awake: list[tuple[str, MemoryHit, np.ndarray]] = []
         for user in users if users is not None else await self.store.users():
             hits, vectors = await self.store.snapshot(user)
             updates, report = await asyncio.to_thread(
@@ -734,7 +778,37 @@ class MemoryService:
                 self._index_changed(user)
             self._append_log(report.log)
             reports[user] = report
+            if self.sharing and users is None and len(vectors) == len(hits):
+                unit = unit_rows(vectors)
+                for i, hit in enumerate(hits):
+                    meta = {**hit.metadata, **updates.get(hit.id, {})}
+                    if not meta.get("dormant"):
+                        awake.append((user, MemoryHit(hit.id, hit.text, meta), unit[i]))
+        if self.sharing and users is None:
+            await self._resonate(awake, time.time() if now is None else now)
         return reports
+
+    async def _resonate(self, awake: list[tuple[str, MemoryHit, np.ndarray]], now: float) -> None:
+        """The resonance pass over every user's awake memories (``(user, memory, unit
+        vector)``; :func:`memory.metabolism.resonate`), written to the shared tier;
+        :attr:`resonance` holds its counts."""
+        hits, vectors = await self.store.snapshot(SHARED)
+        unit = unit_rows(vectors) if len(hits) else np.zeros((0, 0), np.float32)
+        new, updates, report = await asyncio.to_thread(
+            resonate, awake, hits, unit, self.metabolism, now
+        )
+        if updates:
+            await self.store.update_metadata(SHARED, updates)
+        if new:
+            await self.store.upsert_many(
+                SHARED,
+                [n[0] for n in new],
+                np.stack([n[2] for n in new]),
+                [n[1] for n in new],
+                [n[3] for n in new],
+            )
+        self.resonance = report
+        await self._load_shared()
 
     async def search(self, user: str, query: str, k: int) -> list[MemoryHit]:
         """The ``k`` memories of ``user`` nearest to ``query`` (no similarity floor)."""

@@ -99,12 +99,20 @@ class Store(Protocol):
         ...
 
 
+SHARED = "\x00shared"
+"""The owner of the shared tier's collection: no client can be this user (an HTTP header
+value cannot hold a NUL byte), so no user-scoped call can read, change or delete it."""
+
+
 def collection_name(prefix: str, user: str) -> str:
-    """Chroma collection of ``user``: valid for Chroma (3-512 chars of ``[a-zA-Z0-9._-]``).
+    """Chroma collection of ``user``: valid for Chroma (3-512 chars of ``[a-zA-Z0-9._-]``);
+    ``{prefix}-shared`` for :data:`SHARED`.
 
     >>> collection_name("slm", "alice")
     'slm-u-2bd806c97f0e00af1a1fc3328fa763a9269723c8'
     """
+    if user == SHARED:
+        return f"{prefix}-shared"
     return f"{prefix}-u-{hashlib.sha256(user.encode('utf-8')).hexdigest()[:40]}"
 
 
@@ -219,9 +227,11 @@ class ChromaStore:
         client = self._require_client()
         collections = await self._run(client.list_collections)
         prefix = f"{self._config.collection_prefix}-u-"
+        shared = collection_name(self._config.collection_prefix, SHARED)
         for collection in collections:
             stored = (collection.metadata or {}).get("dim")
-            if collection.name.startswith(prefix) and stored is not None and int(stored) != dim:
+            ours = collection.name.startswith(prefix) or collection.name == shared
+            if ours and stored is not None and int(stored) != dim:
                 raise DimensionMismatchError(embedder, dim, collection.name, int(stored))
 
     async def upsert(

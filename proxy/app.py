@@ -83,11 +83,12 @@ async def sleep_cycles(service: MemoryService, interval_s: float) -> None:
             log.warning("sleep cycle failed: %s", exc)
             continue
         log.info(
-            "sleep cycle: %d users, %d revised, %d consolidated, %d promoted",
+            "sleep cycle: %d users, %d revised, %d consolidated, %d promoted%s",
             len(reports),
             sum(r.revised for r in reports.values()),
             sum(r.consolidated for r in reports.values()),
             sum(r.promoted for r in reports.values()),
+            f"; shared tier: {vars(service.resonance)}" if service.resonance else "",
         )
 
 

@@ -207,6 +207,7 @@ async def run_metabolize(config: Config, users: list[str] | None) -> int:
             reports = await service.metabolize(users)
         finally:
             await service.close(timeout_s=10)
+    resonance = service.resonance
     total: dict[str, int] = {}
     quadrants: dict[str, int] = {}
     for user, report in reports.items():
@@ -222,6 +223,8 @@ async def run_metabolize(config: Config, users: list[str] | None) -> int:
         + "; quadrants: "
         + (", ".join(f"{k} {v}" for k, v in sorted(quadrants.items())) or "none")
     )
+    if resonance is not None:
+        print("shared tier: " + ", ".join(f"{k} {v}" for k, v in vars(resonance).items()))
     return 0
 
 
