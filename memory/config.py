@@ -212,6 +212,7 @@ DEFAULT_WEIGHTS = {
     "reply_quality": 0.3,
     "user_retention": 0.6,
     "compute_cost": 0.1,
+    "judge": 1.0,
 }
 
 
@@ -235,6 +236,13 @@ class SymbiosisConfig(Frozen):
     """Tamper-evident score log (JSONL, hash-chained); default ``<store.path>-scores.jsonl``."""
     archive_path: Path | None = None
     """Raw archive of every exchange (SQLite); default ``<store.path>-archive.sqlite3``."""
+    judge_model: str | None = None
+    """A model on the upstream that rates each exchange against a rubric (structured output),
+    in the background after the write; None (the default): no judge."""
+    judge_timeout_s: float = Field(default=120.0, gt=0)
+    """Longest wait for one rating; a judge that takes longer changes nothing."""
+    judge_queue: int = Field(default=256, ge=1)
+    """Most exchanges waiting for the judge; beyond it, exchanges keep their default score."""
 
     @field_validator("weights")
     @classmethod

@@ -35,6 +35,7 @@ from memory.config import (
 from memory.embedders import Embedder, Vectors, make_embedder
 from memory.errors import EmbedderError, MemoryLayerError, StoreError
 from memory.index import UserIndex, unit_rows
+from memory.judge import Judge
 from memory.metabolism import (
     CycleReport,
     Resonance,
@@ -78,6 +79,12 @@ class WriteStats:
     """Exchanges that strengthened an existing memory instead of adding a copy."""
     repulsors: int = 0
     """Memories written (or reinforced) as repulsors."""
+    judged: int = 0
+    """Scores revised by the LLM judge."""
+    judge_failed: int = 0
+    """Judge calls that gave no usable rating (the score stayed as it was)."""
+    judge_skipped: int = 0
+    """Exchanges not sent to the judge because its queue was full."""
 
 
 def memory_id(exchange: Exchange) -> str:
@@ -140,6 +147,7 @@ class MemoryService:
         archive: RawArchive | None = None,
         score_log: ScoreLog | None = None,
         scorer: Scorer | None = None,
+        judge: Judge | None = None,
     ) -> None:
         self.symbiosis = symbiosis or SymbiosisConfig(enabled=False)
         """Scoring settings; ``enabled: false`` writes unscored memories."""
@@ -149,6 +157,12 @@ class MemoryService:
         self.score_log = score_log
         self.scorer = scorer
         """Built at :meth:`start` when scoring is enabled and none was given."""
+        self.judge = judge if self.symbiosis.enabled else None
+        """The optional LLM judge (``symbiosis.judge_model``), run in the background."""
+        self._judge_queue: asyncio.Queue[tuple[str, str, str, str, str]] = asyncio.Queue(
+            self.symbiosis.judge_queue
+        )
+        self._judge_worker: asyncio.Task[None] | None = None
         self.config = config
         self.store = store
         self.embedder = embedder
@@ -224,6 +238,8 @@ class MemoryService:
         if self.sharing:
             await self._load_shared()
         self._worker = asyncio.create_task(self._drain(), name="memory-writer")
+        if self.judge is not None:
+            self._judge_worker = asyncio.create_task(self._judging(), name="memory-judge")
 
     async def close(self, timeout_s: float = 10.0) -> None:
         """Try to write what is queued (up to ``timeout_s``), then stop. Rows still queued stay
@@ -236,9 +252,12 @@ class MemoryService:
         for task in list(self._index_tasks.values()):
             task.cancel()
         await asyncio.gather(*self._index_tasks.values(), return_exceptions=True)
-        if self._shared_task is not None:
-            self._shared_task.cancel()
-            await asyncio.gather(self._shared_task, return_exceptions=True)
+        for background in (self._shared_task, self._judge_worker):
+            if background is not None:
+                background.cancel()
+                await asyncio.gather(background, return_exceptions=True)
+        if waiting := self._judge_queue.qsize():
+            log.info("shutdown: %d exchanges were not judged (they keep their score)", waiting)
         with contextlib.suppress(MemoryLayerError):
             await self._flush_access()
         self.outbox.close()
@@ -412,6 +431,48 @@ class MemoryService:
             self._log_scores(
                 [(exchanges[i], mid, scores[i]) for i, mid in zip(batch, written, strict=True)]
             )
+            if self.judge is not None:
+                for i, mid in zip(batch, written, strict=True):
+                    self._to_judge(exchanges[i], mid)
+
+    def _to_judge(self, exchange: Exchange, mid: str) -> None:
+        """Queue a written exchange for the judge (never waits; a full queue skips it)."""
+        if not exchange.reply.strip():
+            return
+        item = (exchange.scope.user, mid, exchange.id, exchange.user_text, exchange.reply)
+        try:
+            self._judge_queue.put_nowait(item)
+        except asyncio.QueueFull:
+            self.stats.judge_skipped += 1
+
+    async def _judging(self) -> None:
+        """The judge's worker: one exchange at a time, off the response and write paths; a
+        failed rating leaves the score as the default scorer gave it."""
+        assert self.judge is not None
+        while True:
+            user, mid, exchange_id, text, reply = await self._judge_queue.get()
+            try:
+                signals = await self.judge.rate(text, reply)
+                await self._apply_judge(user, mid, exchange_id, signals)
+            except MemoryLayerError as exc:
+                self.stats.judge_failed += 1
+                log.warning("judge gave no rating for memory %s (score unchanged): %s", mid, exc)
+
+    async def _apply_judge(
+        self, user: str, mid: str, exchange_id: str, signals: dict[str, float]
+    ) -> None:
+        """Revise memory ``mid``'s score with the judge's ``signals`` and log the revision."""
+        hit = await self.store.get(user, mid)
+        if hit is None or self.scorer is None:
+            return  # deleted meanwhile
+        revised = self.scorer.revise({**signals_of(hit.metadata), **signals})
+        await self.store.update_metadata(user, {mid: revised.as_metadata(self.symbiosis.threshold)})
+        self._index_reload.add(user)
+        self._index_changed(user)
+        self.stats.judged += 1
+        self._append_log(
+            [revised.log_record(exchange_id, mid, user, self.symbiosis.threshold, "judge")]
+        )
 
     async def _score(self, exchanges: list[Exchange]) -> list[Score | None]:
         """Symbiosis scores of ``exchanges`` (provisional: the next turn is not known yet), or
@@ -889,14 +950,26 @@ def build_memory_service(
     resilience: ResilienceConfig | None = None,
     symbiosis: SymbiosisConfig | None = None,
     metabolism: MetabolismConfig | None = None,
+    upstream_kind: str = "ollama",
 ) -> MemoryService:
     """The default service: Chroma store, the configured embedder, the SQLite outbox, the raw
     archive and the score log beside the store (nothing is opened yet); scoring and metabolism
-    on with their defaults unless configs are given."""
+    on with their defaults unless configs are given; the judge (``symbiosis.judge_model``) on
+    the upstream at ``upstream_url`` speaking ``upstream_kind`` (``ollama`` or ``openai``)."""
     outbox = Outbox(memory.outbox_path or default_outbox_path(store))
     symbiosis = symbiosis or SymbiosisConfig()
     metabolism = metabolism or MetabolismConfig()
     beside = store.path.parent
+    judge = None
+    if symbiosis.judge_model:
+        judge = Judge(
+            symbiosis.judge_model,
+            upstream_url,
+            upstream_kind,
+            session,
+            symbiosis.principles,
+            symbiosis.judge_timeout_s,
+        )
     return MemoryService(
         memory,
         ChromaStore(store),
@@ -907,4 +980,5 @@ def build_memory_service(
         metabolism,
         RawArchive(symbiosis.archive_path or beside / f"{store.path.name}-archive.sqlite3"),
         ScoreLog(symbiosis.log_path or beside / f"{store.path.name}-scores.jsonl"),
+        judge=judge,
     )

@@ -171,18 +171,21 @@ class Definition:
     threshold: float
     model: str
     """SHA-256 of the classifier weights file (``"none"`` when the scorer runs without it)."""
+    judge: str = ""
+    """The judge model and its rubric (``""``: no judge)."""
 
     @cached_property
     def hash(self) -> str:
         """SHA-256 (hex) of the definition, first 16 characters (stored with every score)."""
-        return sha256_json(
-            {
-                "principles": list(self.principles),
-                "weights": dict(sorted(self.weights.items())),
-                "threshold": self.threshold,
-                "model": self.model,
-            }
-        )[:16]
+        payload: dict[str, Any] = {
+            "principles": list(self.principles),
+            "weights": dict(sorted(self.weights.items())),
+            "threshold": self.threshold,
+            "model": self.model,
+        }
+        if self.judge:
+            payload["judge"] = self.judge
+        return sha256_json(payload)[:16]
 
 
 def refusal(reply: str) -> float:
@@ -375,6 +378,7 @@ class Scorer:
             weights=dict(config.weights),
             threshold=config.threshold,
             model=classifiers[1] if classifiers is not None and encoder is not None else "none",
+            judge=judge_definition(config),
         )
         self.degraded: str | None = None
         """Why the embedding-based signals are off, or None when they are on."""
@@ -438,6 +442,16 @@ class Scorer:
         clean = {k: float(v) for k, v in signals.items() if isinstance(v, int | float)}
         provisional = "user_retention" not in clean and "feedback" not in clean
         return Score(combine(clean, self.config.weights), clean, self.definition.hash, provisional)
+
+
+def judge_definition(config: SymbiosisConfig) -> str:
+    """What the definition hash records of the judge: its model and a hash of the rubric and
+    schema (``""`` without a judge)."""
+    if not config.judge_model:
+        return ""
+    from memory.judge import RUBRIC, RUBRIC_SCHEMA
+
+    return f"{config.judge_model}:{sha256_json({'rubric': RUBRIC, 'schema': RUBRIC_SCHEMA})[:16]}"
 
 
 def make_scorer(config: SymbiosisConfig, device: str = "cpu") -> Scorer:

@@ -45,6 +45,7 @@ def memory_for(config: Config, session: aiohttp.ClientSession) -> MemoryService:
         config.resilience,
         config.symbiosis,
         config.metabolism,
+        config.upstream.kind,
     )
 
 

@@ -71,6 +71,10 @@ class FakeOllama:
     pull_gate: asyncio.Event = field(default_factory=asyncio.Event)
     scripted: dict[str, str] = field(default_factory=dict)
     """Replies by the last user message: a chat whose last user turn is a key gets that reply."""
+    structured: str = '{"helpful": 5, "honest": 5, "harmless": 5, "efficient": 4}'
+    """The reply to a chat that asks for structured output (``format``: a JSON schema)."""
+    structured_gate: asyncio.Event | None = None
+    """When set, chats with ``format`` wait for this event before answering."""
     echo_context: bool = False
     """Answer by repeating every system message before the last user turn: the worst case of
     a model that repeats whatever was put in its context (scripts/audit_leakage.py)."""
@@ -296,7 +300,12 @@ class FakeOllama:
             if body.get("stream") is False:
                 return web.json_response(final)
             return await self._ndjson(request, [final])
-        text = self.answer(messages)
+        if isinstance(body.get("format"), dict):
+            if self.structured_gate is not None:
+                await self.structured_gate.wait()
+            text = self.structured
+        else:
+            text = self.answer(messages)
         words = text.split(" ")
         final_metrics = self.metrics(self._prompt_tokens(body), len(words))
         if body.get("stream") is False:
