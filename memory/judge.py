@@ -8,8 +8,10 @@ counter and a warning.
 
 The answer is constrained by a JSON schema: Ollama's structured outputs (``format`` on
 ``/api/chat``, see ``../shared/reference/ollama``) or, for ``upstream.kind: openai``, the OpenAI
-``response_format`` of type ``json_schema``. The rubric follows the source project's
-dimensions, four of them rated 1-5: helpful, honest, harmless, efficient.
+``response_format`` of type ``json_schema``; a server that refuses that type (llama-cpp-python
+accepts only ``json_object``, with the schema beside it) is asked again with
+``{"type": "json_object", "schema": ...}``, and that form is kept. The rubric follows the
+source project's dimensions, four of them rated 1-5: helpful, honest, harmless, efficient.
 """
 
 from __future__ import annotations
@@ -114,20 +116,24 @@ class Judge:
         self._session = session
         self._principles = tuple(principles)
         self._timeout = aiohttp.ClientTimeout(total=timeout_s)
+        self.response_format = "json_schema"
+        """The OpenAI ``response_format`` type in use (``json_object`` after a refusal)."""
 
     def request(self, user: str, reply: str) -> tuple[str, dict[str, Any]]:
         """``(url, JSON body)`` of the judge's request for one exchange."""
         messages = judge_messages(self._principles, user, reply)
         if self._kind == "openai":
+            if self.response_format == "json_schema":
+                schema = {"name": "rubric", "schema": RUBRIC_SCHEMA, "strict": True}
+                response_format: dict[str, Any] = {"type": "json_schema", "json_schema": schema}
+            else:
+                response_format = {"type": "json_object", "schema": RUBRIC_SCHEMA}
             return f"{self._url}/v1/chat/completions", {
                 "model": self.model,
                 "messages": messages,
                 "stream": False,
                 "temperature": 0,
-                "response_format": {
-                    "type": "json_schema",
-                    "json_schema": {"name": "rubric", "schema": RUBRIC_SCHEMA, "strict": True},
-                },
+                "response_format": response_format,
             }
         return f"{self._url}/api/chat", {
             "model": self.model,
@@ -143,15 +149,14 @@ class Judge:
         Raises:
             JudgeError: the upstream failed, timed out or answered off the rubric.
         """
-        url, body = self.request(user, reply)
         try:
-            async with self._session.post(url, json=body, timeout=self._timeout) as response:
-                if response.status != 200:
-                    text = (await response.text())[:200]
-                    raise JudgeError(f"judge: HTTP {response.status}: {text}")
-                data: Mapping[str, Any] = await response.json(content_type=None)
-        except (aiohttp.ClientError, TimeoutError, json.JSONDecodeError) as exc:
-            raise JudgeError(f"judge: {type(exc).__name__}: {exc}") from exc
+            data = await self._post(user, reply)
+        except JudgeError as exc:
+            refused = "json_schema" in str(exc) and "response_format" in str(exc)
+            if not (self._kind == "openai" and self.response_format == "json_schema" and refused):
+                raise
+            self.response_format = "json_object"
+            data = await self._post(user, reply)
         try:
             if self._kind == "openai":
                 content = data["choices"][0]["message"]["content"]
@@ -160,3 +165,15 @@ class Judge:
         except (KeyError, IndexError, TypeError) as exc:
             raise JudgeError("judge: the upstream's answer has no message") from exc
         return parse_rating(str(content)).signals()
+
+    async def _post(self, user: str, reply: str) -> Mapping[str, Any]:
+        url, body = self.request(user, reply)
+        try:
+            async with self._session.post(url, json=body, timeout=self._timeout) as response:
+                if response.status != 200:
+                    text = (await response.text())[:400]
+                    raise JudgeError(f"judge: HTTP {response.status}: {text}")
+                data: Mapping[str, Any] = await response.json(content_type=None)
+                return data
+        except (aiohttp.ClientError, TimeoutError, json.JSONDecodeError) as exc:
+            raise JudgeError(f"judge: {type(exc).__name__}: {exc}") from exc

@@ -10,6 +10,7 @@ and stored), never on the quality of its answers.
 
 from __future__ import annotations
 
+import asyncio
 import importlib.util
 import io
 import json
@@ -241,3 +242,40 @@ async def test_demo_runs_on_the_real_model(llama_server: str, tmp_path: Path):
     last = text.split("--- turn 4")[1]
     assert "Lisbon" in last.split("model:")[0]
     assert text.count("stored:   memory") == 4 and "4 memories stored" in text
+
+
+async def test_llm_judge_rates_an_exchange_on_the_real_model(
+    start_proxy: StartProxy, tap: tuple[Tap, str]
+):
+    recorder, url = tap
+    proxy = await start_proxy(
+        upstream={"url": url, "kind": "openai", "read_timeout_s": 120},
+        embedder={"kind": "sentence-transformers"},
+        memory={"max_tokens": 256, "timeout_ms": 10000},
+        resilience={"embed_timeout_ms": 30000},
+        symbiosis={"judge_model": MODEL},
+    )
+    await proxy.ollama("ada").chat(
+        model=MODEL,
+        messages=[{"role": "user", "content": FACT}],
+        stream=False,
+        options={"num_predict": 16, "temperature": 0},
+    )
+    await proxy.flush()
+    stats = proxy.memory.stats
+    deadline = time.monotonic() + 120
+    while stats.judged + stats.judge_failed == 0 and time.monotonic() < deadline:  # noqa: ASYNC110
+        await asyncio.sleep(0.1)
+    assert stats.judged == 1, f"judge failed {stats.judge_failed} times"
+    # llama-cpp-python refuses the json_schema response format; the judge switched forms
+    assert proxy.memory.judge is not None and proxy.memory.judge.response_format == "json_object"
+    asked = [b for b in recorder.bodies("/v1/chat/completions") if "response_format" in b]
+    assert asked[-1]["response_format"]["schema"]["required"] == [
+        "helpful",
+        "honest",
+        "harmless",
+        "efficient",
+    ]
+    (memory,) = await proxy.memory.store.all("ada")
+    signals = json.loads(memory.metadata["symbiosis_signals"])
+    assert 0.0 <= signals["judge"] <= 1.0 and "judge_harmless" in signals
