@@ -26,7 +26,7 @@ import hashlib
 import json
 import math
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -316,6 +316,33 @@ def quadrant(symbiosis: float, threshold: float, used: int, weight: float) -> st
     return "exploration" if weight >= 0.5 else "routine_forget"
 
 
+def clusters(close: np.ndarray, alike: Callable[[int, int], bool]) -> list[list[int]]:
+    """Connected components (union-find with path halving) of the graph whose edges are the
+    pairs ``a < b`` with ``close[a, b]`` (a boolean ``(n, n)`` matrix) and ``alike(a, b)``;
+    each a sorted list of indices, singletons included.
+
+    >>> close = np.array([[1, 1, 0], [1, 1, 0], [0, 0, 1]], dtype=bool)
+    >>> clusters(close, lambda a, b: True)
+    [[0, 1], [2]]
+    """
+    parent = list(range(len(close)))
+
+    def root(a: int) -> int:
+        while parent[a] != a:
+            parent[a] = parent[parent[a]]
+            a = parent[a]
+        return a
+
+    rows, cols = np.nonzero(np.triu(close, 1))
+    for a, b in zip(rows.tolist(), cols.tolist(), strict=True):
+        if alike(a, b):
+            parent[root(a)] = root(b)
+    out: dict[int, list[int]] = {}
+    for a in range(len(parent)):
+        out.setdefault(root(a), []).append(a)
+    return list(out.values())
+
+
 @dataclass
 class CycleReport:
     """What one sleep cycle did for one user (counts)."""
@@ -397,25 +424,14 @@ def metabolize_user(
     awake = [i for i, m in enumerate(metas) if not m.get("dormant")]
     if unit is not None and len(awake) > 1:
         sims = unit[awake] @ unit[awake].T
-        parent = list(range(len(awake)))
 
-        def root(a: int) -> int:
-            while parent[a] != a:
-                parent[a] = parent[parent[a]]
-                a = parent[a]
-            return a
-
-        rows, cols = np.nonzero(np.triu(sims >= config.consolidate_similarity, 1))
-        for a, b in zip(rows.tolist(), cols.tolist(), strict=True):
+        def alike(a: int, b: int) -> bool:
             ia, ib = awake[a], awake[b]
-            if metas[ia].get("polarity") == metas[ib].get("polarity") and says_same(
-                hits[ia].text, hits[ib].text
-            ):
-                parent[root(a)] = root(b)
-        clusters: dict[int, list[int]] = {}
-        for a in range(len(awake)):
-            clusters.setdefault(root(a), []).append(awake[a])
-        for members in clusters.values():
+            same_polarity = metas[ia].get("polarity") == metas[ib].get("polarity")
+            return same_polarity and says_same(hits[ia].text, hits[ib].text)
+
+        for group in clusters(sims >= config.consolidate_similarity, alike):
+            members = [awake[a] for a in group]
             if len(members) < 2:
                 continue
             keep = max(
@@ -606,23 +622,12 @@ def resonate(
     new: list[tuple[str, str, np.ndarray, dict[str, Any]]] = []
     if len(pool) >= config.shared_min_users:
         sims = vectors[pool] @ vectors[pool].T
-        parent = list(range(len(pool)))
-
-        def root(a: int) -> int:
-            while parent[a] != a:
-                parent[a] = parent[parent[a]]
-                a = parent[a]
-            return a
-
-        rows, cols = np.nonzero(np.triu(sims >= config.shared_similarity, 1))
-        for a, b in zip(rows.tolist(), cols.tolist(), strict=True):
-            if says_same(texts[pool[a]], texts[pool[b]]):
-                parent[root(a)] = root(b)
-        clusters: dict[int, list[int]] = {}
-        for a in range(len(pool)):
-            clusters.setdefault(root(a), []).append(a)
+        groups = clusters(
+            sims >= config.shared_similarity,
+            lambda a, b: says_same(texts[pool[a]], texts[pool[b]]),
+        )
         found = []
-        for members in clusters.values():
+        for members in groups:
             if len({tags[pool[a]] for a in members}) < config.shared_min_users:
                 continue
             medoid = pool[max(members, key=lambda a: float(sims[a, members].sum()))]
