@@ -582,19 +582,21 @@ def resonate(
     repulsor = np.array([h.metadata.get("polarity") == "repulsor" for _, h, _ in memories])
     report.candidates = int(can_confirm.sum())
 
-    def verdict(text: str, sims: np.ndarray) -> tuple[set[str], set[str]]:
-        near = np.flatnonzero(sims >= config.shared_similarity)
-        confirm = {tags[i] for i in near if can_confirm[i] and says_same(text, texts[i])}
-        against = {tags[i] for i in near if repulsor[i] or not says_same(text, texts[i])}
-        return confirm, against - confirm
+    def verdict(text: str, sims: np.ndarray) -> tuple[set[str], set[str], list[int]]:
+        """Users confirming and contradicting ``text``, and the memories that confirm it."""
+        near = np.flatnonzero(sims >= config.shared_similarity).tolist()
+        same = {i: says_same(text, texts[i]) for i in near}
+        confirming = [i for i in near if can_confirm[i] and same[i]]
+        confirm = {tags[i] for i in confirming}
+        against = {tags[i] for i in near if repulsor[i] or not same[i]}
+        return confirm, against - confirm, confirming
 
     updates: dict[str, dict[str, Any]] = {}
     covered = np.zeros(len(memories), dtype=bool)
     for s, hit in enumerate(shared):
         sims = vectors @ shared_vectors[s] if len(memories) else np.zeros(0)
-        confirm, against = verdict(hit.text, sims)
-        for i in np.flatnonzero((sims >= config.shared_similarity) & can_confirm):
-            covered[i] |= says_same(hit.text, texts[i])  # it already says this
+        confirm, against, confirming = verdict(hit.text, sims)
+        covered[confirming] = True  # what they say is shared already
         if len(confirm) < config.shared_min_users:
             reason: str | None = "unsupported"
         elif len(against) >= len(confirm):
@@ -631,19 +633,14 @@ def resonate(
             if len({tags[pool[a]] for a in members}) < config.shared_min_users:
                 continue
             medoid = pool[max(members, key=lambda a: float(sims[a, members].sum()))]
-            confirm, against = verdict(texts[medoid], vectors @ vectors[medoid])
+            confirm, against, confirming = verdict(texts[medoid], vectors @ vectors[medoid])
             if len(confirm) >= config.shared_min_users and len(against) < len(confirm):
-                found.append((len(confirm), int(medoid), confirm, against))
+                found.append((len(confirm), int(medoid), confirm, against, confirming))
         bandwidth = max(1, math.ceil(config.shared_bandwidth * report.candidates))
-        for support, medoid, confirm, against in sorted(found, key=lambda f: -f[0])[:bandwidth]:
+        best = sorted(found, key=lambda f: -f[0])[:bandwidth]
+        for support, medoid, confirm, against, confirming in best:
             _, hit, _ = memories[medoid]
-            symbiosis = [
-                num(memories[i][1].metadata, "symbiosis", 0.5)
-                for i in np.flatnonzero(
-                    vectors @ vectors[medoid] >= config.shared_similarity
-                ).tolist()
-                if tags[i] in confirm
-            ]
+            symbiosis = [num(memories[i][1].metadata, "symbiosis", 0.5) for i in confirming]
             text = hit.text
             meta = {
                 "tier": "shared",
