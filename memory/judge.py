@@ -10,8 +10,9 @@ The answer is constrained by a JSON schema: Ollama's structured outputs (``forma
 ``/api/chat``, see ``../shared/reference/ollama``) or, for ``upstream.kind: openai``, the OpenAI
 ``response_format`` of type ``json_schema``; a server that refuses that type (llama-cpp-python
 accepts only ``json_object``, with the schema beside it) is asked again with
-``{"type": "json_object", "schema": ...}``, and that form is kept. The rubric follows the
-source project's dimensions, four of them rated 1-5: helpful, honest, harmless, efficient.
+``{"type": "json_object", "schema": ...}``, and that form is kept (:mod:`memory.structured`).
+The rubric follows the source project's dimensions, four of them rated 1-5: helpful, honest,
+harmless, efficient.
 """
 
 from __future__ import annotations
@@ -24,6 +25,8 @@ import aiohttp
 from pydantic import BaseModel, Field, ValidationError
 
 from memory.errors import MemoryLayerError
+from memory.structured import Dialect, refuses_json_schema
+from memory.structured import response_format as structured_format
 
 DIMENSIONS = ("helpful", "honest", "harmless", "efficient")
 RUBRIC_SCHEMA: dict[str, Any] = {
@@ -50,7 +53,12 @@ MAX_CHARS = 4000
 
 
 class JudgeError(MemoryLayerError):
-    """The judge did not give a usable rating (unreachable, HTTP error, invalid JSON)."""
+    """The judge did not give a usable rating (unreachable, HTTP error, invalid JSON);
+    ``status`` is the upstream's HTTP status when it answered with an error."""
+
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
 
 
 class Rating(BaseModel):
@@ -116,18 +124,15 @@ class Judge:
         self._session = session
         self._principles = tuple(principles)
         self._timeout = aiohttp.ClientTimeout(total=timeout_s)
-        self.response_format = "json_schema"
-        """The OpenAI ``response_format`` type in use (``json_object`` after a refusal)."""
+        self.response_format: Dialect = "json_schema"
+        """The OpenAI ``response_format`` type in use (``json_object`` after a refusal:
+        :mod:`memory.structured`)."""
 
     def request(self, user: str, reply: str) -> tuple[str, dict[str, Any]]:
         """``(url, JSON body)`` of the judge's request for one exchange."""
         messages = judge_messages(self._principles, user, reply)
         if self._kind == "openai":
-            if self.response_format == "json_schema":
-                schema = {"name": "rubric", "schema": RUBRIC_SCHEMA, "strict": True}
-                response_format: dict[str, Any] = {"type": "json_schema", "json_schema": schema}
-            else:
-                response_format = {"type": "json_object", "schema": RUBRIC_SCHEMA}
+            response_format = structured_format(RUBRIC_SCHEMA, "rubric", self.response_format)
             return f"{self._url}/v1/chat/completions", {
                 "model": self.model,
                 "messages": messages,
@@ -152,7 +157,7 @@ class Judge:
         try:
             data = await self._post(user, reply)
         except JudgeError as exc:
-            refused = "json_schema" in str(exc) and "response_format" in str(exc)
+            refused = exc.status is not None and refuses_json_schema(exc.status, str(exc))
             if not (self._kind == "openai" and self.response_format == "json_schema" and refused):
                 raise
             self.response_format = "json_object"
@@ -172,7 +177,7 @@ class Judge:
             async with self._session.post(url, json=body, timeout=self._timeout) as response:
                 if response.status != 200:
                     text = (await response.text())[:400]
-                    raise JudgeError(f"judge: HTTP {response.status}: {text}")
+                    raise JudgeError(f"judge: HTTP {response.status}: {text}", response.status)
                 data: Mapping[str, Any] = await response.json(content_type=None)
                 return data
         except (aiohttp.ClientError, TimeoutError, json.JSONDecodeError) as exc:

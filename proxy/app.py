@@ -18,7 +18,17 @@ from proxy import admin, chat, translated
 from proxy.config import Config
 from proxy.middleware import errors_as_json
 from proxy.passthrough import passthrough
-from proxy.state import AFFECT, CONFIG, COUNTERS, MEMORY, UPSTREAM, UPSTREAM_BREAKER, Counters
+from proxy.state import (
+    AFFECT,
+    CONFIG,
+    COUNTERS,
+    MEMORY,
+    TRAITS,
+    UPSTREAM,
+    UPSTREAM_BREAKER,
+    Counters,
+    UpstreamTraits,
+)
 
 log = logging.getLogger(__name__)
 
@@ -100,6 +110,7 @@ def create_app(config: Config) -> web.Application:
     )
     app[CONFIG] = config
     app[COUNTERS] = Counters()
+    app[TRAITS] = UpstreamTraits()
     r = config.resilience
     app[UPSTREAM_BREAKER] = CircuitBreaker(
         "upstream", r.failure_threshold, r.reset_timeout_s, r.min_budget_ms

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from memory.structured import Dialect, response_format
 from proxy.wire import ApiKind
 
 OPTION_MAP = {
@@ -92,8 +93,11 @@ def _message(message: dict[str, Any], calls: list[str]) -> dict[str, Any]:
     return out
 
 
-def to_openai_request(api: ApiKind, body: dict[str, Any]) -> Translated:
-    """Translate a validated ``/api/chat`` or ``/api/generate`` body.
+def to_openai_request(
+    api: ApiKind, body: dict[str, Any], dialect: Dialect = "json_schema"
+) -> Translated:
+    """Translate a validated ``/api/chat`` or ``/api/generate`` body; a ``format`` schema goes
+    out as ``response_format`` in ``dialect`` (:mod:`memory.structured`).
 
     >>> t = to_openai_request("ollama_chat", {"model": "m", "messages": [
     ...     {"role": "user", "content": "hi"}], "options": {"num_predict": 8, "num_ctx": 4096}})
@@ -137,10 +141,7 @@ def to_openai_request(api: ApiKind, body: dict[str, Any]) -> Translated:
     if fmt == "json":
         out["response_format"] = {"type": "json_object"}
     elif isinstance(fmt, dict):
-        out["response_format"] = {
-            "type": "json_schema",
-            "json_schema": {"name": "format", "schema": fmt, "strict": True},
-        }
+        out["response_format"] = response_format(fmt, "format", dialect)
     elif fmt not in (None, ""):
         unsupported.append("format")
     if body.get("think") in (None, False):

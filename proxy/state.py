@@ -12,6 +12,7 @@ from aiohttp import web
 from memory.affect import Affect
 from memory.resilience import CircuitBreaker
 from memory.service import MemoryService
+from memory.structured import Dialect
 from proxy.config import Config
 
 
@@ -25,10 +26,20 @@ class Counters:
     upstream_errors: int = 0
 
 
+@dataclass
+class UpstreamTraits:
+    """What the proxy has learnt about the upstream while running."""
+
+    schema_dialect: Dialect = "json_schema"
+    """How an OpenAI-kind upstream takes a JSON schema (``memory.structured``); switched to
+    ``json_object`` the first time it refuses ``json_schema``."""
+
+
 CONFIG = web.AppKey("config", Config)
 UPSTREAM = web.AppKey("upstream", aiohttp.ClientSession)
 MEMORY = web.AppKey("memory", MemoryService)
 COUNTERS = web.AppKey("counters", Counters)
+TRAITS = web.AppKey("traits", UpstreamTraits)
 UPSTREAM_BREAKER = web.AppKey("upstream_breaker", CircuitBreaker)
 AFFECT = web.AppKey("affect", Affect)
 PLAN_LISTENERS = web.AppKey("plan_listeners", list[Callable[[Any], None]])

@@ -12,11 +12,13 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 import aiohttp
 from aiohttp import web
 
+from memory.structured import refuses_json_schema
 from proxy import __version__
 from proxy.chat import Finalizer, broken, memory_headers, plan, relay
 from proxy.errors import BadRequest, ProxyError
@@ -24,6 +26,7 @@ from proxy.headers import to_upstream
 from proxy.openai_upstream import (
     OllamaFramer,
     SseEvents,
+    Translated,
     embed_request,
     embed_response,
     error_message,
@@ -31,7 +34,7 @@ from proxy.openai_upstream import (
     to_openai_request,
 )
 from proxy.passthrough import upstream_request
-from proxy.state import CONFIG, COUNTERS
+from proxy.state import CONFIG, COUNTERS, TRAITS
 from proxy.tee import Tee
 from proxy.wire import ApiKind, decode_json_object
 
@@ -102,7 +105,8 @@ async def chat(request: web.Request, api: ApiKind) -> web.StreamResponse:
     request.app[COUNTERS].requests += 1
     decided = await plan(request, api)
     body: dict[str, Any] = json.loads(decided.body)
-    translated = to_openai_request(api, body)
+    traits = request.app[TRAITS]
+    translated = to_openai_request(api, body, traits.schema_dialect)
     if translated.unsupported:
         log.warning(
             "%s: fields without an OpenAI equivalent were not sent upstream: %s",
@@ -112,13 +116,7 @@ async def chat(request: web.Request, api: ApiKind) -> web.StreamResponse:
     finish = Finalizer(request, decided, api)
     response = web.StreamResponse()
     try:
-        async with upstream_request(
-            request,
-            "POST",
-            _upstream_url(request, translated.path),
-            data=json.dumps(translated.body, ensure_ascii=False).encode(),
-            headers=_json_headers(request),
-        ) as upstream:
+        async with _send(request, api, body, translated) as (upstream, translated):
             finish.upstream_ok = upstream.status == 200
             if upstream.status != 200:
                 message = error_message(upstream.status, await upstream.read())
@@ -142,6 +140,50 @@ async def chat(request: web.Request, api: ApiKind) -> web.StreamResponse:
         await broken(request, response, finish.tee, exc)
     finish(False)
     return response
+
+
+@asynccontextmanager
+async def _send(
+    request: web.Request, api: ApiKind, body: dict[str, Any], translated: Translated
+) -> AsyncIterator[tuple[aiohttp.ClientResponse, Translated]]:
+    """POST ``translated`` upstream; yields the response and the request that was sent.
+
+    When the upstream refuses the ``json_schema`` response format (llama-cpp-python does:
+    :mod:`memory.structured`), the proxy learns it (``TRAITS``), says so in the log once, and
+    sends the request again with the schema in the ``json_object`` form; every later request
+    uses that form straight away. Any other error reply is yielded as it is.
+    """
+    traits = request.app[TRAITS]
+    schema = (translated.body.get("response_format") or {}).get("type") == "json_schema"
+    async with upstream_request(
+        request,
+        "POST",
+        _upstream_url(request, translated.path),
+        data=json.dumps(translated.body, ensure_ascii=False).encode(),
+        headers=_json_headers(request),
+    ) as upstream:
+        if not schema or upstream.status < 400:
+            yield upstream, translated
+            return
+        raw = await upstream.read()  # cached by aiohttp: the caller can read it again
+        if not refuses_json_schema(upstream.status, error_message(upstream.status, raw)):
+            yield upstream, translated
+            return
+    if traits.schema_dialect == "json_schema":
+        log.info(
+            "the upstream refused response_format json_schema; format schemas now go as "
+            "json_object with the schema beside it"
+        )
+        traits.schema_dialect = "json_object"
+    retried = to_openai_request(api, body, "json_object")
+    async with upstream_request(
+        request,
+        "POST",
+        _upstream_url(request, retried.path),
+        data=json.dumps(retried.body, ensure_ascii=False).encode(),
+        headers=_json_headers(request),
+    ) as upstream:
+        yield upstream, retried
 
 
 async def _json_call(

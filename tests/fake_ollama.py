@@ -72,7 +72,12 @@ class FakeOllama:
     scripted: dict[str, str] = field(default_factory=dict)
     """Replies by the last user message: a chat whose last user turn is a key gets that reply."""
     structured: str = '{"helpful": 5, "honest": 5, "harmless": 5, "efficient": 4}'
-    """The reply to a chat that asks for structured output (``format``: a JSON schema)."""
+    """The reply to a chat that asks for structured output (``format``: a JSON schema, or on
+    ``/v1`` a ``response_format`` with a schema)."""
+    refuse_json_schema: bool = False
+    """``/v1/chat/completions`` refuses ``response_format`` of type ``json_schema`` as
+    llama-cpp-python's server does (HTTP 500, its validation message); ``json_object`` with a
+    ``schema`` beside it is accepted."""
     structured_gate: asyncio.Event | None = None
     """When set, chats with ``format`` wait for this event before answering."""
     echo_context: bool = False
@@ -376,7 +381,17 @@ class FakeOllama:
             return web.json_response({"error": error}, status=400)
         if body["model"] == "tool-model" and body["messages"][-1].get("role") != "tool":
             return await v1_tool_call(request, body)
-        text = self.answer(body["messages"])
+        wanted = body.get("response_format") or {}
+        if wanted.get("type") == "json_schema" and self.refuse_json_schema:
+            message = (
+                "1 validation error:\n  {'type': 'literal_error', 'loc': ('body', "
+                "'response_format', 'type'), 'msg': \"Input should be 'text' or 'json_object'\", "
+                "'input': 'json_schema'}"
+            )
+            error = {"message": message, "type": "internal_server_error"}
+            return web.json_response({"error": error}, status=500)
+        schema = (wanted.get("json_schema") or {}).get("schema") or wanted.get("schema")
+        text = self.structured if schema else self.answer(body["messages"])
         created = int(time.time())
         base = {
             "id": "chatcmpl-1",

@@ -76,7 +76,7 @@ async def test_generate_options_format_and_unsupported_fields(
             assert r.status == 200 and r.content_type == "application/json"
             assert r.headers["X-Memory-Unsupported"] == "options.num_ctx, think"
             reply = await r.json()
-    assert reply["response"] == "Noted: Name a colour" and reply["done"] is True
+    assert reply["response"] == fake.structured and reply["done"] is True
     sent = v1_bodies(fake)[-1]
     assert sent["messages"][0] == {"role": "system", "content": "Be brief."}
     assert sent["messages"][-1] == {"role": "user", "content": "Name a colour"}
@@ -84,6 +84,48 @@ async def test_generate_options_format_and_unsupported_fields(
     assert sent["response_format"]["json_schema"]["schema"] == body["format"]
     assert "num_ctx" not in sent and "keep_alive" not in sent and "think" not in sent
     assert fake.calls("/api/generate") == []
+
+
+async def test_a_format_schema_goes_as_json_object_to_a_server_that_refuses_json_schema(
+    proxy: RunningProxy, fake: FakeOllama
+):
+    fake.refuse_json_schema = True  # as llama-cpp-python's server does
+    schema = {"type": "object", "properties": {"city": {"type": "string"}}}
+    client = proxy.ollama("ines")
+    first = await client.chat(
+        model="llama3.2", messages=[{"role": "user", "content": "A city?"}], format=schema
+    )
+    assert first.message.content == fake.structured
+    sent = [b["response_format"] for b in v1_bodies(fake)]
+    assert sent == [
+        {
+            "type": "json_schema",
+            "json_schema": {"name": "format", "schema": schema, "strict": True},
+        },
+        {"type": "json_object", "schema": schema},
+    ]
+    parts = [
+        p
+        async for p in await client.chat(
+            model="llama3.2",
+            messages=[{"role": "user", "content": "Another city?"}],
+            format=schema,
+            stream=True,
+        )
+    ]
+    assert "".join(p.message.content for p in parts) == fake.structured and parts[-1].done
+    assert len(v1_bodies(fake)) == 3  # learnt: no second refusal
+    assert v1_bodies(fake)[-1]["response_format"] == {"type": "json_object", "schema": schema}
+    await proxy.flush()
+    stored = sorted(h.text for h in await proxy.memory.store.all("ines"))
+    assert stored == [  # one memory per answered request, none for the refused attempt
+        f"User: A city?\nAssistant: {fake.structured}",
+        f"User: Another city?\nAssistant: {fake.structured}",
+    ]
+    # an error that is not about the format still comes back as it is
+    with pytest.raises(ollama.ResponseError) as missing:
+        await client.chat(model="missing", messages=[{"role": "user", "content": "hi"}])
+    assert missing.value.status_code == 404 and "not found" in missing.value.error
 
 
 async def test_generate_streams_ndjson(proxy: RunningProxy):

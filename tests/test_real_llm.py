@@ -234,3 +234,33 @@ async def test_llm_judge_rates_an_exchange_on_the_real_model(
     (memory,) = await proxy.memory.store.all("ada")
     signals = json.loads(memory.metadata["symbiosis_signals"])
     assert 0.0 <= signals["judge"] <= 1.0 and "judge_harmless" in signals
+
+
+async def test_format_schema_reaches_llama_cpp_in_the_form_it_accepts(
+    proxy: RunningProxy, tap: tuple[Tap, str]
+):
+    recorder, _ = tap
+    schema = {
+        "type": "object",
+        "properties": {"city": {"type": "string", "maxLength": 20}},
+        "required": ["city"],
+    }
+    client = proxy.ollama("ada")
+    for stream in (False, True):
+        reply = await client.chat(
+            model=MODEL,
+            messages=[{"role": "user", "content": "Name a city in France."}],
+            format=schema,
+            stream=stream,
+            options={"num_predict": 48, "temperature": 0},
+        )
+        if stream:
+            parts = [p async for p in reply]
+            content, final = "".join(p.message.content for p in parts), parts[-1]
+        else:
+            content, final = reply.message.content, reply
+        assert final.done and final.done_reason == "stop", final
+        assert isinstance(json.loads(content)["city"], str)  # the grammar held the model to it
+    sent = [b["response_format"] for b in recorder.bodies("/v1/chat/completions")]
+    assert [f["type"] for f in sent] == ["json_schema", "json_object", "json_object"]
+    assert sent[-1]["schema"] == schema
