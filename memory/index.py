@@ -13,10 +13,11 @@ verbatim (bm25s, Lucene's BM25 variant, English stop words and Snowball stemming
 
 from __future__ import annotations
 
+import copy
 import itertools
 import logging
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import bm25s
@@ -25,6 +26,7 @@ import Stemmer
 
 from memory.embedders import Vectors
 from memory.metabolism import active_days, last_used, num
+from memory.store import to_chroma_metadata
 from memory.types import MemoryHit
 
 logging.getLogger("bm25s").setLevel(logging.WARNING)  # it sets DEBUG on itself at import
@@ -139,7 +141,14 @@ class UserIndex:
     scores and the records are served and recall takes its dense candidates from the store.
     """
 
-    def __init__(self, hits: list[MemoryHit], vectors: Vectors | None) -> None:
+    def __init__(
+        self,
+        hits: list[MemoryHit],
+        vectors: Vectors | None,
+        tokens: list[list[str]] | None = None,
+    ) -> None:
+        """``tokens``: each hit's BM25 tokens when already known (:meth:`merged` passes the
+        kept ones, so only new texts are tokenized; about a third of a rebuild)."""
         self.hits = hits
         self.position = {hit.id: i for i, hit in enumerate(hits)}
         self.prev, self.next = session_order(hits)
@@ -151,6 +160,21 @@ class UserIndex:
             self.context = context_vectors(self.vectors, self.prev, self.next)
             self.centroids = session_centroids(hits, self.vectors)
         self.speaker = np.array([str(h.metadata.get("speaker") or "") for h in hits], dtype=object)
+        self._read_metadata()
+        self.names = first_names({s for s in self.speaker if s})
+        self._stemmer = Stemmer.Stemmer("english")
+        self._bm25: Any = None
+        if tokens is None or len(tokens) != len(hits):
+            tokens = _tokenize([h.text for h in hits], self._stemmer) if hits else []
+        self._tokens: list[list[str]] = tokens
+        if any(tokens):  # bm25s divides by the mean length: not for stop words only
+            self._bm25 = bm25s.BM25()
+            self._bm25.index(tokens, show_progress=False)
+
+    def _read_metadata(self) -> None:
+        """The per-memory arrays that metadata updates change (everything but the text, the
+        vectors, the session order and the speakers)."""
+        hits = self.hits
         self.strength = np.array([_strength(h) for h in hits], dtype=np.float64)
         """``strength`` of each memory in [0, 1] (1 when not set), shape ``(n,)``."""
         self.event_at = np.array([stamp(h) for h in hits], dtype=np.float64)
@@ -169,13 +193,6 @@ class UserIndex:
         """Memories in the screened (slow decay) phase, shape ``(n,)``."""
         self.days = active_days(self.event_at)
         """The user's active days (sorted distinct UTC day numbers of event times)."""
-        self.names = first_names({s for s in self.speaker if s})
-        self._stemmer = Stemmer.Stemmer("english")
-        self._bm25: Any = None
-        tokens = _tokenize([h.text for h in hits], self._stemmer) if hits else []
-        if any(tokens):  # bm25s divides by the mean length: not for stop words only
-            self._bm25 = bm25s.BM25()
-            self._bm25.index(tokens, show_progress=False)
 
     def __len__(self) -> int:
         return len(self.hits)
@@ -196,7 +213,34 @@ class UserIndex:
             all_vectors = np.vstack([self.vectors[keep], np.asarray(vectors, dtype=np.float32)])
         elif not self.hits and vectors is not None:
             all_vectors = np.asarray(vectors, dtype=np.float32)
-        return UserIndex(all_hits, all_vectors)
+        fresh = _tokenize([h.text for h in hits], self._stemmer) if hits else []
+        tokens = [self._tokens[i] for i in keep] + list(fresh)
+        return UserIndex(all_hits, all_vectors, tokens)
+
+    def updated(self, updates: Mapping[str, Mapping[str, Any]]) -> UserIndex | None:
+        """A new index with ``updates`` (memory id -> metadata keys to set, as
+        :meth:`memory.store.Store.update_metadata` takes them) merged into the records, sharing
+        this index's vectors, BM25 and session order: O(n) instead of a reload from the store
+        and a rebuild. Values are normalised as the store normalises them (None is not set,
+        lists become JSON). Ids not indexed are ignored.
+
+        Returns None when an update changes what the shared parts were built from (``session``,
+        ``event_at``, ``created_at`` or ``speaker``): the caller then rebuilds.
+        """
+        structural = ("session", "event_at", "created_at", "speaker")
+        hits = list(self.hits)
+        for memory_id, update in updates.items():
+            i = self.position.get(memory_id)
+            if i is None:
+                continue
+            merged = {**hits[i].metadata, **to_chroma_metadata(dict(update))}
+            if any(merged.get(k) != hits[i].metadata.get(k) for k in structural):
+                return None
+            hits[i] = MemoryHit(hits[i].id, hits[i].text, merged, hits[i].similarity)
+        out = copy.copy(self)
+        out.hits = hits
+        out._read_metadata()
+        return out
 
     def record(self, memory_id: str) -> MemoryHit | None:
         """The indexed record of ``memory_id``, or None."""
@@ -224,3 +268,33 @@ class UserIndex:
         scores = self.lexical_scores(query)
         order = np.argsort(-scores, kind="stable")[: max(0, k)]
         return [self.hits[int(i)] for i in order if scores[i] > 0]
+
+
+IndexChange = tuple[list[MemoryHit], Vectors] | Mapping[str, Mapping[str, Any]]
+"""A change to a user's memories since the index was built: records added (or replaced) with
+their vectors, shape ``(len(records), dim)``, or metadata updates (memory id -> keys set)."""
+
+
+def apply_changes(index: UserIndex, changes: Sequence[IndexChange]) -> UserIndex | None:
+    """``index`` with ``changes`` applied in order; a run of additions is merged in one step
+    (one BM25 build), metadata updates use :meth:`UserIndex.updated`. None when an update
+    needs a rebuild from the store."""
+    current: UserIndex | None = index
+    run: list[tuple[list[MemoryHit], Vectors]] = []
+
+    def flush(at: UserIndex) -> UserIndex:
+        if not run:
+            return at
+        hits = [h for batch, _ in run for h in batch]
+        merged = at.merged(hits, np.vstack([np.asarray(v) for _, v in run]))
+        run.clear()
+        return merged
+
+    for change in changes:
+        if current is None:
+            return None
+        if isinstance(change, tuple):
+            run.append(change)
+        else:
+            current = flush(current).updated(change)
+    return None if current is None else flush(current)

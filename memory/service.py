@@ -34,7 +34,7 @@ from memory.config import (
 )
 from memory.embedders import Embedder, Vectors, make_embedder
 from memory.errors import EmbedderError, MemoryLayerError, StoreError
-from memory.index import UserIndex, unit_rows
+from memory.index import IndexChange, UserIndex, apply_changes, unit_rows
 from memory.judge import Judge
 from memory.metabolism import (
     CycleReport,
@@ -192,7 +192,7 @@ class MemoryService:
         self._shared_loaded_at = -math.inf
         self._shared_task: asyncio.Task[None] | None = None
         self._index: dict[str, UserIndex] = {}
-        self._index_added: dict[str, list[tuple[list[MemoryHit], Vectors]]] = {}
+        self._index_pending: dict[str, list[IndexChange]] = {}
         self._index_reload: set[str] = set()
         self._index_tasks: dict[str, asyncio.Task[None]] = {}
         self._accessed: dict[str, dict[str, float]] = {}
@@ -466,9 +466,9 @@ class MemoryService:
         if hit is None or self.scorer is None:
             return  # deleted meanwhile
         revised = self.scorer.revise({**signals_of(hit.metadata), **signals})
-        await self.store.update_metadata(user, {mid: revised.as_metadata(self.symbiosis.threshold)})
-        self._index_reload.add(user)
-        self._index_changed(user)
+        update = {mid: revised.as_metadata(self.symbiosis.threshold)}
+        await self.store.update_metadata(user, update)
+        self._index_changed(user, update)
         self.stats.judged += 1
         self._append_log(
             [revised.log_record(exchange_id, mid, user, self.symbiosis.threshold, "judge")]
@@ -542,15 +542,15 @@ class MemoryService:
             self._index_changed(user)
         return index
 
-    def _index_changed(
-        self, user: str, added: tuple[list[MemoryHit], Vectors] | None = None
-    ) -> None:
-        """Memories of ``user`` were written (``added``: their records and vectors) or deleted
-        (None): extend the index, or reload it from the store, in the background."""
-        if added is not None:
+    def _index_changed(self, user: str, change: IndexChange | None = None) -> None:
+        """Memories of ``user`` were written (``change``: their records and vectors), had
+        metadata updated (``change``: memory id -> keys set, as given to the store), or were
+        deleted (None): extend or update the index in place, or reload it from the store, in
+        the background, in the order the changes happened."""
+        if change is not None:
             if user not in self._index and user not in self._index_tasks:
                 return  # not loaded: built from the store at the user's first recall
-            self._index_added.setdefault(user, []).append(added)
+            self._index_pending.setdefault(user, []).append(change)
         else:
             self._index_reload.add(user)
         if user not in self._index_tasks:
@@ -559,19 +559,20 @@ class MemoryService:
 
     async def _update_index(self, user: str) -> None:
         try:
-            while user in self._index_reload or self._index_added.get(user):
+            while user in self._index_reload or self._index_pending.get(user):
                 if user in self._index_reload or user not in self._index:
                     self._index_reload.discard(user)
-                    self._index_added.pop(user, None)  # the reload sees them
+                    self._index_pending.pop(user, None)  # the reload sees them
                     hits, vectors = await self.store.snapshot(user)
                     dense = vectors if vectors.shape[0] == len(hits) and len(hits) else None
                     self._index[user] = await asyncio.to_thread(UserIndex, hits, dense)
                     continue
-                batches = self._index_added.pop(user, [])
-                hits = [h for batch_hits, _ in batches for h in batch_hits]
-                vectors = np.vstack([v for _, v in batches])
-                current = self._index[user]
-                self._index[user] = await asyncio.to_thread(current.merged, hits, vectors)
+                changes = self._index_pending.pop(user, [])
+                index = await asyncio.to_thread(apply_changes, self._index[user], changes)
+                if index is None:
+                    self._index_reload.add(user)  # the old index serves recall meanwhile
+                else:
+                    self._index[user] = index
         except MemoryLayerError as exc:
             log.warning("memory index not rebuilt, recall asks the store for now: %s", exc)
         finally:
@@ -795,8 +796,7 @@ class MemoryService:
         threshold = self.symbiosis.threshold
         exchange_id = hit.metadata.get("exchange_id")
         self._append_log([score.log_record(exchange_id, hit.id, user, threshold, "feedback")])
-        self._index_reload.add(user)
-        self._index_changed(user)
+        self._index_changed(user, {hit.id: update})
         return {
             "memory_id": hit.id,
             "symbiosis": score.value,
@@ -835,8 +835,7 @@ class MemoryService:
             )
             if updates:
                 await self.store.update_metadata(user, updates)
-                self._index_reload.add(user)
-                self._index_changed(user)
+                self._index_changed(user, updates)
             self._append_log(report.log)
             reports[user] = report
             if self.sharing and users is None and len(vectors) == len(hits):

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from memory.index import UserIndex
+from memory.index import UserIndex, apply_changes
 from memory.recall import QueryViews, Weights, analyse_query, fused_scores
 from memory.types import MemoryHit, Scope
 from tests.conftest import RunningProxy
@@ -90,6 +90,57 @@ def test_index_merge_replaces_by_id_and_keeps_vectors_aligned():
     assert merged.vectors is not None and merged.vectors[1].tolist() == [0.0, 0.0, 1.0, 0.0]
     assert [h.id for h in merged.neighbours("b")] == ["a"]
     assert merged.search("alpha", 5)[0].id == "a"
+    # BM25 tokens follow the records: kept ones reused, the replaced text tokenized anew
+    assert [h.id for h in merged.search("two", 5)] == ["a"] and merged.search("beta", 5)[
+        0
+    ].id == "b"
+
+
+def test_metadata_updates_apply_in_place_and_in_order():
+    a, b = hit("a", "alpha", created_at=1.0), hit("b", "beta", created_at=2.0)
+    index = UserIndex([a, b], np.vstack([unit(1, 0, 0, 0), unit(0, 1, 0, 0)]))
+    updated = index.updated({"b": {"polarity": "repulsor", "symbiosis": 0.1, "gone": None}})
+    assert updated is not None and updated.repulsor.tolist() == [False, True]
+    assert updated.symbiosis.tolist() == [0.5, 0.1] and "gone" not in updated.record("b").metadata
+    assert updated.vectors is index.vectors and updated._bm25 is index._bm25  # shared, not rebuilt
+    assert index.repulsor.tolist() == [False, False]  # the old index is left as it was
+    assert index.updated({"nope": {"strength": 0.2}}) is not None  # unknown ids are ignored
+    assert index.updated({"a": {"session": "s2"}}) is None  # session order changes: rebuild
+    # additions and updates in the order they happened; an update may name a new memory
+    c = hit("c", "gamma", created_at=3.0)
+    changes = [([c], unit(0, 0, 1, 0)[None]), {"c": {"dormant": True}}, {"a": {"strength": 0.3}}]
+    after = apply_changes(index, changes)
+    assert after is not None and [h.id for h in after.hits] == ["a", "b", "c"]
+    assert after.dormant.tolist() == [False, False, True] and after.strength[0] == 0.3
+    assert after.search("gamma", 3)[0].id == "c"
+    assert apply_changes(index, [{"a": {"speaker": "Bo"}}, ([c], unit(0, 0, 1, 0)[None])]) is None
+
+
+async def test_feedback_updates_the_loaded_index_without_reading_the_store_again(
+    proxy: RunningProxy,
+):
+    memory = proxy.memory
+    client = proxy.ollama("alice")
+    await client.chat(
+        model="m", messages=[{"role": "user", "content": "My cat is called Miso"}], stream=False
+    )
+    await proxy.flush()
+    await memory.index_ready("alice")
+    (mid,) = (await memory.recall(Scope("alice"), "what is my cat called?")).ids
+    snapshots = 0
+    real_snapshot = memory.store.snapshot
+
+    async def counting_snapshot(user: str):  # type: ignore[no-untyped-def]
+        nonlocal snapshots
+        snapshots += 1
+        return await real_snapshot(user)
+
+    memory.store.snapshot = counting_snapshot  # type: ignore[method-assign]
+    revised = await memory.feedback("alice", mid, 0.0)  # harmful: now a repulsor
+    assert revised is not None and revised["polarity"] == "repulsor"
+    await memory.index_ready("alice")
+    block = await memory.recall(Scope("alice"), "what is my cat called?")
+    assert block.ids == () and snapshots == 0  # no longer injected, and no reload was needed
 
 
 async def test_new_memory_is_recalled_once_indexed_and_access_is_counted(
