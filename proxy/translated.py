@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any
 
 import aiohttp
@@ -155,13 +155,7 @@ async def _send(
     """
     traits = request.app[TRAITS]
     schema = (translated.body.get("response_format") or {}).get("type") == "json_schema"
-    async with upstream_request(
-        request,
-        "POST",
-        _upstream_url(request, translated.path),
-        data=json.dumps(translated.body, ensure_ascii=False).encode(),
-        headers=_json_headers(request),
-    ) as upstream:
+    async with _post(request, translated) as upstream:
         if not schema or upstream.status < 400:
             yield upstream, translated
             return
@@ -176,14 +170,21 @@ async def _send(
         )
         traits.schema_dialect = "json_object"
     retried = to_openai_request(api, body, "json_object")
-    async with upstream_request(
+    async with _post(request, retried) as upstream:
+        yield upstream, retried
+
+
+def _post(
+    request: web.Request, translated: Translated
+) -> AbstractAsyncContextManager[aiohttp.ClientResponse]:
+    """The upstream POST of one translated request (through the upstream's breaker)."""
+    return upstream_request(
         request,
         "POST",
-        _upstream_url(request, retried.path),
-        data=json.dumps(retried.body, ensure_ascii=False).encode(),
+        _upstream_url(request, translated.path),
+        data=json.dumps(translated.body, ensure_ascii=False).encode(),
         headers=_json_headers(request),
-    ) as upstream:
-        yield upstream, retried
+    )
 
 
 async def _json_call(
