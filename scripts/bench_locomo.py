@@ -178,6 +178,9 @@ async def ingest_and_ask(
             found = hit_rate(text, texts)
             tally[name][cat][0] += found
             tally[name][cat][1] += len(texts)
+        spread = tally["by_evidence"].setdefault(min(len(texts), 4), [0, 0])
+        spread[0] += hit_rate(block.text, texts)
+        spread[1] += len(texts)
         tally["ms"].append(ms)
         out.write(
             json.dumps(
@@ -205,6 +208,7 @@ async def main(args: argparse.Namespace, samples: list[dict[str, Any]], out: Any
         n: {c: [0, 0] for c in CATEGORIES} for n in ("project", "dense", "bm25")
     }
     tally["ms"] = []
+    tally["by_evidence"] = {}
     for sample in samples:
         print(f"{sample['sample_id']}: ingesting and asking", file=sys.stderr, flush=True)
         await run_conversation(sample, args, out, tally)
@@ -218,6 +222,14 @@ async def main(args: argparse.Namespace, samples: list[dict[str, Any]], out: Any
             f"{tally[name][c][0] / max(1, tally[name][c][1]):>13.3f}" for c in CATEGORIES
         )
         print(f"{name:<10}{cells}{overall(tally[name]):>10.3f}")
+    spread = sorted(tally["by_evidence"].items())
+    print(
+        "project, by evidence turns per question: "
+        + ", ".join(
+            f"{'4+' if n == 4 else n}: {hit / max(1, total):.3f} ({total} turns)"
+            for n, (hit, total) in spread
+        )
+    )
     ms = np.asarray(tally["ms"])
     p50, p95 = float(np.percentile(ms, 50)), float(np.percentile(ms, 95))
     print(f"recall latency excluding the query embedding: p50 {p50:.1f} ms, p95 {p95:.1f} ms")
