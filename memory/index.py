@@ -279,22 +279,17 @@ def apply_changes(index: UserIndex, changes: Sequence[IndexChange]) -> UserIndex
     """``index`` with ``changes`` applied in order; a run of additions is merged in one step
     (one BM25 build), metadata updates use :meth:`UserIndex.updated`. None when an update
     needs a rebuild from the store."""
-    current: UserIndex | None = index
-    run: list[tuple[list[MemoryHit], Vectors]] = []
-
-    def flush(at: UserIndex) -> UserIndex:
-        if not run:
-            return at
-        hits = [h for batch, _ in run for h in batch]
-        merged = at.merged(hits, np.vstack([np.asarray(v) for _, v in run]))
-        run.clear()
-        return merged
-
-    for change in changes:
-        if current is None:
-            return None
-        if isinstance(change, tuple):
-            run.append(change)
-        else:
-            current = flush(current).updated(change)
-    return None if current is None else flush(current)
+    current = index
+    for added, group in itertools.groupby(changes, key=lambda c: isinstance(c, tuple)):
+        batch = list(group)
+        if added:
+            runs = [c for c in batch if isinstance(c, tuple)]
+            hits = [h for records, _ in runs for h in records]
+            current = current.merged(hits, np.vstack([np.asarray(v) for _, v in runs]))
+            continue
+        for update in (c for c in batch if not isinstance(c, tuple)):
+            following = current.updated(update)
+            if following is None:
+                return None
+            current = following
+    return current

@@ -13,7 +13,6 @@ from __future__ import annotations
 from typing import Any, Literal
 
 Dialect = Literal["json_schema", "json_object"]
-DIALECTS: tuple[Dialect, ...] = ("json_schema", "json_object")
 
 
 def response_format(schema: dict[str, Any], name: str, dialect: Dialect) -> dict[str, Any]:

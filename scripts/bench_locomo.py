@@ -174,12 +174,13 @@ async def ingest_and_ask(
         dense = render_block(dense_order, template, args.budget)
         lexical = render_block(bm25.search(qa["question"], len(hits)), template, args.budget)
         cat = qa["category"]
-        for name, text in (("project", block.text), ("dense", dense.text), ("bm25", lexical.text)):
-            found = hit_rate(text, texts)
-            tally[name][cat][0] += found
+        blocks = {"project": block.text, "dense": dense.text, "bm25": lexical.text}
+        found = {name: hit_rate(text, texts) for name, text in blocks.items()}
+        for name, hits_found in found.items():
+            tally[name][cat][0] += hits_found
             tally[name][cat][1] += len(texts)
         spread = tally["by_evidence"].setdefault(min(len(texts), 4), [0, 0])
-        spread[0] += hit_rate(block.text, texts)
+        spread[0] += found["project"]
         spread[1] += len(texts)
         tally["ms"].append(ms)
         out.write(
