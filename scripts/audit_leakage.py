@@ -61,9 +61,9 @@ from proxy.app import create_app  # noqa: E402
 from proxy.chat import STATUS_HEADER  # noqa: E402
 from proxy.config import Config  # noqa: E402
 from proxy.state import MEMORY  # noqa: E402
-from tests.fake_ollama import FakeOllama  # noqa: E402
-from tests.llama import MODEL, LlamaUnavailable, llama_server  # noqa: E402
-from tests.tap import Tap  # noqa: E402
+from testing.fake_upstream import FakeOllama  # noqa: E402
+from testing.llama import MODEL, LlamaUnavailable, llama_server  # noqa: E402
+from testing.tap import Tap  # noqa: E402
 
 USER = "audit"
 SYLLABLES = tuple(

@@ -42,7 +42,7 @@ from memory.types import Exchange, Scope  # noqa: E402
 from proxy.app import create_app  # noqa: E402
 from proxy.config import Config  # noqa: E402
 from proxy.state import MEMORY  # noqa: E402
-from tests.fake_ollama import FakeOllama  # noqa: E402
+from testing.fake_upstream import FakeOllama  # noqa: E402
 
 TOPICS = ["cat", "garden", "bicycle", "piano", "python", "lisbon", "coffee", "marathon", "tax"]
 

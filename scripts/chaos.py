@@ -46,8 +46,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from tests.fake_ollama import FakeOllama  # noqa: E402
-from tests.net import free_port, wait_listening  # noqa: E402
+from testing.fake_upstream import FakeOllama  # noqa: E402
+from testing.net import free_port, wait_listening  # noqa: E402
 
 BIN = Path(sys.executable).parent
 PHASES = [

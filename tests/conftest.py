@@ -18,7 +18,7 @@ from memory.service import MemoryService
 from proxy.app import create_app
 from proxy.config import Config
 from proxy.state import MEMORY
-from tests.fake_ollama import FakeOllama
+from testing.fake_upstream import FakeOllama
 
 
 @dataclass

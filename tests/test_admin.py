@@ -8,8 +8,8 @@ from pathlib import Path
 import aiohttp
 
 from proxy.manifest import Manifest
+from testing.fake_upstream import FakeOllama
 from tests.conftest import RunningProxy, StartProxy
-from tests.fake_ollama import FakeOllama
 
 ROOT = Path(__file__).resolve().parent.parent
 

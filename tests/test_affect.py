@@ -10,8 +10,8 @@ from hypothesis import strategies as st
 
 from memory.affect import DIRECTIONS, KNOBS, LEVELS, Affect, resolve_ranges, text_signals
 from memory.config import AffectConfig, KnobsConfig, MemoryConfig
+from testing.fake_upstream import FakeOllama
 from tests.conftest import RunningProxy, StartProxy
-from tests.fake_ollama import FakeOllama
 
 
 class Clock:

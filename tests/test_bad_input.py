@@ -5,8 +5,8 @@ from __future__ import annotations
 import aiohttp
 import pytest
 
+from testing.fake_upstream import FakeOllama
 from tests.conftest import RunningProxy, StartProxy
-from tests.fake_ollama import FakeOllama
 
 CASES = [
     ("/api/chat", b'{"model": "m", "messages": [', "invalid JSON"),

@@ -11,8 +11,8 @@ from pathlib import Path
 
 from proxy.config import Config
 from proxy.demo import run_demo
-from tests.fake_ollama import FakeOllama
-from tests.net import free_port
+from testing.fake_upstream import FakeOllama
+from testing.net import free_port
 
 EXE = Path(sys.executable).parent / "symbiotic-memory"
 

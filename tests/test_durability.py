@@ -15,9 +15,9 @@ from memory import SCHEMA_VERSION
 from memory.errors import OutboxBusyError
 from memory.outbox import Outbox, exchange_from_json, exchange_to_json
 from memory.types import Exchange, Scope
+from testing.fake_upstream import FakeOllama
+from testing.net import free_port, wait_listening
 from tests.conftest import RunningProxy, StartProxy
-from tests.fake_ollama import FakeOllama
-from tests.net import free_port, wait_listening
 
 EXE = Path(sys.executable).parent / "symbiotic-memory"
 

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from memory.ingest import exchanges, parse_timestamp, read_messages
-from tests.fake_ollama import FakeOllama
+from testing.fake_upstream import FakeOllama
 
 EXE = Path(sys.executable).parent / "symbiotic-memory"
 

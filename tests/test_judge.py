@@ -13,8 +13,8 @@ from memory.audit import verify
 from memory.config import SymbiosisConfig
 from memory.judge import RUBRIC_SCHEMA, Judge, JudgeError, parse_rating
 from memory.symbiosis import Scorer
+from testing.fake_upstream import FakeOllama
 from tests.conftest import StartProxy
-from tests.fake_ollama import FakeOllama
 
 ASK = "How long should I boil an egg for a runny yolk?"
 

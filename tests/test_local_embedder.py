@@ -10,8 +10,8 @@ import pytest
 from memory.config import EmbedderConfig
 from memory.embedders import SentenceTransformerEmbedder, resolve_local_model
 from memory.errors import EmbedderError
+from testing.fake_upstream import FakeOllama
 from tests.conftest import StartProxy
-from tests.fake_ollama import FakeOllama
 
 pytestmark = pytest.mark.local_embedder
 

@@ -11,8 +11,8 @@ import openai
 from memory.types import Exchange, Scope
 from proxy.chat import RECALLED_HEADER, STATUS_HEADER
 from proxy.state import COUNTERS
+from testing.fake_upstream import FakeOllama
 from tests.conftest import RunningProxy, StartProxy
-from tests.fake_ollama import FakeOllama
 
 FACT = "My cat is called Miso and she is a grey tabby"
 QUESTION = "What is my cat called?"

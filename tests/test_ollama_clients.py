@@ -5,8 +5,8 @@ from __future__ import annotations
 import ollama
 import pytest
 
+from testing.fake_upstream import FakeOllama
 from tests.conftest import RunningProxy
-from tests.fake_ollama import FakeOllama
 
 
 def client(proxy: RunningProxy, user: str = "alice", **headers: str) -> ollama.AsyncClient:

@@ -13,8 +13,8 @@ import ollama
 import pytest
 
 from proxy.config import Config
+from testing.fake_upstream import FakeOllama, embed_text
 from tests.conftest import RunningProxy, StartProxy
-from tests.fake_ollama import FakeOllama, embed_text
 
 FACT = "My cat is called Miso and she likes tuna"
 

@@ -8,8 +8,8 @@ import json
 import aiohttp
 import openai
 
+from testing.fake_upstream import TAGS_BODY, FakeOllama
 from tests.conftest import RunningProxy, StartProxy
-from tests.fake_ollama import TAGS_BODY, FakeOllama
 
 
 async def test_tags_come_back_byte_equal(proxy: RunningProxy, fake: FakeOllama):

@@ -23,10 +23,10 @@ import ollama
 import openai
 import pytest
 
+from testing.llama import MODEL, LlamaUnavailable
+from testing.llama import llama_server as start_llama
+from testing.tap import Tap
 from tests.conftest import RunningProxy, StartProxy
-from tests.llama import MODEL, LlamaUnavailable
-from tests.llama import llama_server as start_llama
-from tests.tap import Tap
 
 pytestmark = [pytest.mark.e2e, pytest.mark.local_embedder]
 

@@ -12,8 +12,8 @@ import numpy as np
 from memory.index import UserIndex, apply_changes
 from memory.recall import QueryViews, Weights, analyse_query, fused_scores
 from memory.types import MemoryHit, Scope
+from testing.fake_upstream import FakeOllama
 from tests.conftest import RunningProxy
-from tests.fake_ollama import FakeOllama
 
 DIM = 4
 DAY = 86400.0

@@ -10,8 +10,8 @@ import pytest
 from memory.errors import BreakerOpenError
 from memory.resilience import CircuitBreaker
 from proxy.chat import STATUS_HEADER
+from testing.fake_upstream import FakeOllama
 from tests.conftest import StartProxy
-from tests.fake_ollama import FakeOllama
 
 
 class Clock:

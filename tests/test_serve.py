@@ -15,8 +15,8 @@ import ollama
 
 from memory.config import StoreConfig
 from memory.store import ChromaStore
-from tests.fake_ollama import TAGS_BODY, FakeOllama, embed_text
-from tests.net import free_port, wait_listening
+from testing.fake_upstream import TAGS_BODY, FakeOllama, embed_text
+from testing.net import free_port, wait_listening
 
 
 async def test_serve_runs_proxies_and_shuts_down_cleanly(fake: FakeOllama, tmp_path: Path):

@@ -10,8 +10,8 @@ from memory.config import MetabolismConfig
 from memory.metabolism import resonate, user_tag
 from memory.store import SHARED
 from memory.types import MemoryHit
+from testing.fake_upstream import FakeOllama
 from tests.conftest import RunningProxy, StartProxy
-from tests.fake_ollama import FakeOllama
 
 EIGHT = "The Harbour Library on Quay Street closes at 8pm on Sundays and opens at noon"
 SIX = "The Harbour Library on Quay Street closes at 6pm on Sundays and opens at noon"

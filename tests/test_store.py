@@ -17,9 +17,9 @@ from memory.config import StoreConfig
 from memory.errors import DimensionMismatchError, StoreError
 from memory.store import ChromaStore
 from proxy.app import create_app
+from testing.fake_upstream import FakeOllama
+from testing.net import free_port
 from tests.conftest import StartProxy, make_config
-from tests.fake_ollama import FakeOllama
-from tests.net import free_port
 
 
 def unit(*values: float) -> np.ndarray:

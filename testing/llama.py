@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from tests.net import free_port
+from testing.net import free_port
 
 MODEL = "smollm2"
 """The model alias the server answers to."""

@@ -7,7 +7,7 @@ chunks), ``disconnect`` (the connection cut after two chunks), ``tool-model`` (a
 until a ``tool`` message arrives), ``overflow`` (400).
 Embeddings are hashed bags of words, so texts sharing words are similar.
 
-Run it on its own to try the proxy without Ollama: ``python -m tests.fake_ollama 11434``.
+Run it on its own to try the proxy without Ollama: ``python -m testing.fake_upstream 11434``.
 """
 
 from __future__ import annotations
