@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import aiohttp
 from aiohttp import web
@@ -15,6 +15,7 @@ from memory.errors import MemoryLayerError
 from memory.resilience import CircuitBreaker
 from memory.service import MemoryService, build_memory_service
 from proxy import admin, chat, translated
+from proxy.adapters import ADAPTERS, Adapter, OllamaAdapter
 from proxy.config import Config
 from proxy.middleware import errors_as_json
 from proxy.passthrough import passthrough
@@ -31,6 +32,8 @@ from proxy.state import (
 )
 
 log = logging.getLogger(__name__)
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 async def upstream_session(app: web.Application) -> AsyncIterator[None]:
@@ -103,6 +106,14 @@ async def sleep_cycles(service: MemoryService, interval_s: float) -> None:
         )
 
 
+def chat_handler(adapter: Adapter, upstream_kind: str) -> Handler:
+    """The handler of ``adapter``'s endpoint: through ``proxy.translated`` when an Ollama
+    format meets an OpenAI-kind upstream, else ``proxy.chat`` (same format both sides)."""
+    if upstream_kind == "openai" and isinstance(adapter, OllamaAdapter):
+        return functools.partial(translated.chat, adapter=adapter)
+    return functools.partial(chat.handle, adapter=adapter)
+
+
 def create_app(config: Config) -> web.Application:
     """Build the proxy for ``config``; nothing is opened until the app starts."""
     app = web.Application(
@@ -120,10 +131,8 @@ def create_app(config: Config) -> web.Application:
         app.cleanup_ctx.append(memory_service)
         if config.affect.enabled:
             app[AFFECT] = Affect(config.affect, resolve_ranges(config.knobs, config.memory))
-    native = translated.chat if config.upstream.kind == "openai" else chat.handle
-    app.router.add_post("/api/chat", functools.partial(native, api="ollama_chat"))
-    app.router.add_post("/api/generate", functools.partial(native, api="ollama_generate"))
-    app.router.add_post("/v1/chat/completions", functools.partial(chat.handle, api="openai_chat"))
+    for adapter in ADAPTERS.values():
+        app.router.add_post(adapter.path, chat_handler(adapter, config.upstream.kind))
     if config.upstream.kind == "openai":
         app.router.add_get("/api/tags", translated.tags)
         app.router.add_post("/api/embed", translated.embed)

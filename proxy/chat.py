@@ -1,7 +1,8 @@
 """The intercepted chat endpoints: recall, inject, relay with a tee, then write back.
 
 ``POST /api/chat``, ``POST /api/generate`` (Ollama, NDJSON) and ``POST /v1/chat/completions``
-(OpenAI, SSE) share one pipeline; ``ApiKind`` says how to read the body and the reply.
+(OpenAI, SSE) share one pipeline: parse -> plan -> upstream -> relay with a tee -> remember; the
+request's adapter (``proxy.adapters``) says how to read the body and the reply.
 """
 
 from __future__ import annotations
@@ -12,7 +13,6 @@ import logging
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
-from typing import Any
 
 import aiohttp
 from aiohttp import web
@@ -20,20 +20,14 @@ from aiohttp import web
 from memory.affect import text_signals
 from memory.errors import MemoryLayerError
 from memory.types import Exchange, ExchangeStatus, MemoryBlock, Scope
+from proxy.adapters import Adapter, Reply
 from proxy.errors import PayloadTooLarge
 from proxy.headers import end_to_end, to_upstream
-from proxy.inject import (
-    earlier_user_turns,
-    inject,
-    last_user_turn,
-    recall_query,
-    speaker_name,
-)
 from proxy.passthrough import abort, upstream_request
 from proxy.scope import scope_for
 from proxy.state import AFFECT, CONFIG, COUNTERS, MEMORY, PLAN_LISTENERS
-from proxy.tee import Framing, Reply, Tee, framing_for
-from proxy.wire import REQUEST_MODELS, ApiKind, decode_json_object, validate
+from proxy.tee import Tee, framing_for
+from proxy.wire import Framing, decode_json_object, validate
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +36,6 @@ STATUS_HEADER = "X-Memory-Status"
 slow: fail-open), or ``off`` (disabled by config or ``X-Memory: off``)."""
 RECALLED_HEADER = "X-Memory-Recalled"
 """Response header: how many memories were injected."""
-SAMPLING = ("temperature", "top_p")
 PROVISIONAL_OUTCOME: dict[str, float] = {"ok": 0.7, "aborted": 0.4, "failed": 0.0}
 """Outcome fed to the affect state per exchange status until a symbiosis score exists."""
 
@@ -103,30 +96,20 @@ def steer(request: web.Request, scope: Scope, query: str) -> dict[str, float] | 
     return affect.knobs(scope.user)
 
 
-def with_sampling(api: ApiKind, body: dict[str, Any], knobs: dict[str, float]) -> dict[str, Any]:
-    """``body`` with ``temperature`` / ``top_p`` from the knobs where the client set none."""
-    if api == "openai_chat":
-        return {**{k: round(knobs[k], 3) for k in SAMPLING if body.get(k) is None}, **body}
-    options = dict(body.get("options") or {})
-    for name in SAMPLING:
-        options.setdefault(name, round(knobs[name], 3))
-    return {**body, "options": options}
-
-
-async def plan(request: web.Request, api: ApiKind) -> Plan:
+async def plan(request: web.Request, adapter: Adapter) -> Plan:
     """Validate the body, recall and inject; raises BadRequest / PayloadTooLarge."""
     raw = await read_body(request)
     body = decode_json_object(raw)
-    validate(REQUEST_MODELS[api], body)
+    validate(adapter.request_model, body)
     model = str(body["model"])
     scope = scope_for(request.headers, body) if MEMORY in request.app else None
-    query = last_user_turn(api, body) if scope else None
+    query = adapter.user_turn(body) if scope else None
     if scope is None or query is None:
         status = "off" if scope is None else "none"
         return Plan(raw, model, scope, query, MemoryBlock.empty(), status)
     knobs = steer(request, scope, query)
     block = await recall_fail_open(
-        request, scope, recall_query(api, body, query), knobs, earlier_user_turns(api, body)
+        request, scope, adapter.recall_query(body, query), knobs, adapter.earlier_user_turns(body)
     )
     if block is not None and AFFECT in request.app:
         request.app[AFFECT].recalled(scope.user, block.best_similarity)
@@ -138,12 +121,12 @@ async def plan(request: web.Request, api: ApiKind) -> Plan:
         log.debug(
             "recalled %d memories (%d tokens), stage ms %s", len(block.ids), block.tokens, stages
         )
-        body = inject(api, body, block.text)
+        body = adapter.inject(body, block.text)
     if sampled and knobs is not None:
-        body = with_sampling(api, body, knobs)
+        body = adapter.with_sampling(body, knobs)
     sent = json.dumps(body, ensure_ascii=False).encode("utf-8") if injected or sampled else raw
     status = "injected" if injected else ("skipped" if block is None else "none")
-    speaker = speaker_name(api, body)
+    speaker = adapter.speaker(body)
     decided = Plan(sent, model, scope, query, block or MemoryBlock.empty(), status, speaker)
     for listener in request.app.get(PLAN_LISTENERS, ()):
         listener(decided)
@@ -173,11 +156,11 @@ class Finalizer:
     """Hands the exchange to memory exactly once: before the final chunk goes out (called with
     ``relayed=True``), or at the end of the request whatever happened."""
 
-    def __init__(self, request: web.Request, decided: Plan, api: ApiKind) -> None:
+    def __init__(self, request: web.Request, decided: Plan, adapter: Adapter) -> None:
         self.request = request
         self.decided = decided
         self.started = time.time()
-        self.tee = Tee(api, "json")
+        self.tee = Tee(adapter, "json")
         self.upstream_ok = False
         self.done = False
 
@@ -195,11 +178,11 @@ def memory_headers(response: web.StreamResponse, decided: Plan) -> None:
     response.headers[RECALLED_HEADER] = str(len(decided.block.ids))
 
 
-async def handle(request: web.Request, api: ApiKind) -> web.StreamResponse:
+async def handle(request: web.Request, adapter: Adapter) -> web.StreamResponse:
     """Serve one intercepted chat request end to end."""
     request.app[COUNTERS].requests += 1
-    decided = await plan(request, api)
-    finish = Finalizer(request, decided, api)
+    decided = await plan(request, adapter)
+    finish = Finalizer(request, decided, adapter)
     response = web.StreamResponse()
     url = request.app[CONFIG].upstream.url + request.rel_url.raw_path_qs
     headers = to_upstream(request.headers, {"content-length", "accept-encoding"})
@@ -208,7 +191,7 @@ async def handle(request: web.Request, api: ApiKind) -> web.StreamResponse:
             request, "POST", url, data=decided.body, headers=headers
         ) as upstream:
             finish.upstream_ok = upstream.status == 200
-            finish.tee = Tee(api, framing_for(upstream.headers.get("Content-Type", "")))
+            finish.tee = Tee(adapter, framing_for(upstream.headers.get("Content-Type", "")))
             response.set_status(upstream.status, upstream.reason)
             response.headers.extend(end_to_end(upstream.headers, {"content-length"}))
             memory_headers(response, decided)

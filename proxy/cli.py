@@ -36,6 +36,15 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--config", type=Path, help="YAML config file (default: built-in defaults)")
     show = commands.add_parser("config", help="print the effective configuration as JSON")
     show.add_argument("--config", type=Path, help="YAML config file")
+    for add in (_add_ingest, _add_demo, _add_score, _add_metabolize, _add_audit, _add_memories):
+        add(commands)
+    return parser
+
+
+Commands = argparse._SubParsersAction  # what add_subparsers returns (argparse has no public name)
+
+
+def _add_ingest(commands: Commands[argparse.ArgumentParser]) -> None:
     ingest = commands.add_parser(
         "ingest",
         help="load conversation history (JSONL of {role, content, timestamp?, session?, name?})",
@@ -43,6 +52,9 @@ def build_parser() -> argparse.ArgumentParser:
     ingest.add_argument("file", type=Path, help="JSONL file (or one JSON array) of messages")
     ingest.add_argument("--user", default="default", help="whose memories these become")
     ingest.add_argument("--config", type=Path, help="YAML config file")
+
+
+def _add_demo(commands: Commands[argparse.ArgumentParser]) -> None:
     demo = commands.add_parser(
         "demo",
         help="a scripted conversation through the proxy against the configured upstream, "
@@ -53,6 +65,9 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument(
         "--max-tokens", type=int, default=64, help="longest reply per turn (default 64)"
     )
+
+
+def _add_score(commands: Commands[argparse.ArgumentParser]) -> None:
     score = commands.add_parser(
         "score",
         help="score exchanges for symbiosis (JSONL of {id?, user, assistant, next_user?}); "
@@ -61,6 +76,9 @@ def build_parser() -> argparse.ArgumentParser:
     score.add_argument("--input", type=Path, required=True, help="JSONL of exchanges")
     score.add_argument("--output", type=Path, required=True, help="JSONL written in input order")
     score.add_argument("--config", type=Path, help="YAML config file (its symbiosis section)")
+
+
+def _add_metabolize(commands: Commands[argparse.ArgumentParser]) -> None:
     metabolize = commands.add_parser(
         "metabolize",
         help="run one sleep cycle: hindsight rescoring, decay, consolidation, promotion, "
@@ -68,12 +86,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     metabolize.add_argument("--config", type=Path, help="YAML config file")
     metabolize.add_argument("--user", action="append", help="only this user (repeatable)")
+
+
+def _add_audit(commands: Commands[argparse.ArgumentParser]) -> None:
     audit = commands.add_parser(
         "audit", help="verify the tamper-evident score log (optionally find one exchange's scores)"
     )
     audit.add_argument("--config", type=Path, help="YAML config file")
     audit.add_argument("--log", type=Path, help="score log (default: beside the store)")
     audit.add_argument("--id", help="an exchange or memory id whose entries to show")
+
+
+def _add_memories(commands: Commands[argparse.ArgumentParser]) -> None:
     memories = commands.add_parser("memories", help="inspect stored memories")
     memory_commands = memories.add_subparsers(dest="memories_command", required=True)
     export = memory_commands.add_parser(
@@ -88,7 +112,6 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="SECONDS",
         help="when no proxy is running, first write queued exchanges for up to this long",
     )
-    return parser
 
 
 def serve(config: Config) -> None:
@@ -151,42 +174,25 @@ def score_file(config: Config, source: Path, target: Path) -> int:
     except (OSError, UnicodeDecodeError) as exc:
         print(f"symbiotic-memory: cannot read {source}: {exc}", file=sys.stderr)
         return 1
-    rows: list[dict[str, Any]] = []
-    bad = 0
-    for number, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-            if not isinstance(row, dict):
-                raise ValueError("not a JSON object")
-            for key in ("user", "assistant"):
-                if not isinstance(row.get(key), str):
-                    raise ValueError(f"'{key}' must be a string")
-            if row.get("next_user") is not None and not isinstance(row["next_user"], str):
-                raise ValueError("'next_user' must be a string")
-        except ValueError as exc:
-            print(f"symbiotic-memory: {source}:{number}: {exc} (skipped)", file=sys.stderr)
-            bad += 1
-            continue
-        rows.append(row)
+    rows, bad = read_exchanges(source, lines)
     scorer = make_scorer(config.symbiosis)
     if scorer.degraded:
         print(f"symbiotic-memory: lexical signals only: {scorer.degraded}", file=sys.stderr)
     turns = [Turn(r["user"], r["assistant"], r.get("next_user")) for r in rows]
-    scores = scorer.score(turns)
     threshold = config.symbiosis.threshold
+    scored = [
+        {
+            **row,
+            "symbiosis": result.value,
+            "signals": result.signals,
+            "polarity": result.polarity(threshold),
+            "definition": result.definition,
+        }
+        for row, result in zip(rows, scorer.score(turns), strict=True)
+    ]
     try:
         with target.open("w", encoding="utf-8") as out:
-            for row, result in zip(rows, scores, strict=True):
-                row = {
-                    **row,
-                    "symbiosis": result.value,
-                    "signals": result.signals,
-                    "polarity": result.polarity(threshold),
-                    "definition": result.definition,
-                }
-                out.write(json.dumps(row, ensure_ascii=False) + "\n")
+            out.writelines(json.dumps(row, ensure_ascii=False) + "\n" for row in scored)
     except OSError as exc:
         print(f"symbiotic-memory: cannot write {target}: {exc.strerror or exc}", file=sys.stderr)
         return 1
@@ -196,6 +202,40 @@ def score_file(config: Config, source: Path, target: Path) -> int:
         file=sys.stderr,
     )
     return 1 if bad else 0
+
+
+def read_exchanges(source: Path, lines: list[str]) -> tuple[list[dict[str, Any]], int]:
+    """The valid exchange rows of ``lines`` and how many were bad (each reported on stderr)."""
+    rows: list[dict[str, Any]] = []
+    bad = 0
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            rows.append(exchange_row(line))
+        except ValueError as exc:
+            print(f"symbiotic-memory: {source}:{number}: {exc} (skipped)", file=sys.stderr)
+            bad += 1
+    return rows, bad
+
+
+def exchange_row(line: str) -> dict[str, Any]:
+    """One JSONL line of ``score``'s input; raises ValueError saying what is wrong with it.
+
+    >>> exchange_row('{"user": "hi", "assistant": 3}')
+    Traceback (most recent call last):
+    ...
+    ValueError: 'assistant' must be a string
+    """
+    row = json.loads(line)  # JSONDecodeError is a ValueError
+    if not isinstance(row, dict):
+        raise ValueError("not a JSON object")
+    for key in ("user", "assistant"):
+        if not isinstance(row.get(key), str):
+            raise ValueError(f"'{key}' must be a string")
+    if row.get("next_user") is not None and not isinstance(row["next_user"], str):
+        raise ValueError("'next_user' must be a string")
+    return row
 
 
 async def run_metabolize(config: Config, users: list[str] | None) -> int:
@@ -252,34 +292,38 @@ def run_audit(config: Config, log_path: Path | None, ident: str | None) -> int:
     return 0
 
 
+QUIET_COMMANDS = frozenset({"ingest", "demo", "score", "metabolize", "memories"})
+"""Commands that log only warnings, as one-line ``symbiotic-memory: ...`` messages."""
+
+
+def run_command(args: argparse.Namespace, config: Config) -> int:
+    """Run the parsed command; returns the exit status."""
+    if args.command in QUIET_COMMANDS:
+        logging.basicConfig(level="WARNING", format="symbiotic-memory: %(message)s")
+    if args.command == "config":
+        print(config.model_dump_json(indent=2))
+    elif args.command == "ingest":
+        return asyncio.run(ingest_file(config, args.file, args.user))
+    elif args.command == "demo":
+        asyncio.run(run_demo(config, args.model, args.max_tokens))
+    elif args.command == "score":
+        return score_file(config, args.input, args.output)
+    elif args.command == "metabolize":
+        return asyncio.run(run_metabolize(config, args.user))
+    elif args.command == "audit":
+        return run_audit(config, args.log, args.id)
+    elif args.command == "memories":
+        asyncio.run(export(config, args.user, args.drain_timeout))
+    else:
+        serve(config)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point; returns the process exit status."""
     args = build_parser().parse_args(argv)
     try:
-        config = load_config(args.config)
-        if args.command == "config":
-            print(config.model_dump_json(indent=2))
-            return 0
-        if args.command == "ingest":
-            logging.basicConfig(level="WARNING", format="symbiotic-memory: %(message)s")
-            return asyncio.run(ingest_file(config, args.file, args.user))
-        if args.command == "demo":
-            logging.basicConfig(level="WARNING", format="symbiotic-memory: %(message)s")
-            asyncio.run(run_demo(config, args.model, args.max_tokens))
-            return 0
-        if args.command == "score":
-            logging.basicConfig(level="WARNING", format="symbiotic-memory: %(message)s")
-            return score_file(config, args.input, args.output)
-        if args.command == "metabolize":
-            logging.basicConfig(level="WARNING", format="symbiotic-memory: %(message)s")
-            return asyncio.run(run_metabolize(config, args.user))
-        if args.command == "audit":
-            return run_audit(config, args.log, args.id)
-        if args.command == "memories":
-            logging.basicConfig(level="WARNING", format="symbiotic-memory: %(message)s")
-            asyncio.run(export(config, args.user, args.drain_timeout))
-            return 0
-        serve(config)
+        return run_command(args, load_config(args.config))
     except ConfigError as exc:
         print(f"symbiotic-memory: config error: {exc}", file=sys.stderr)
         return 2
@@ -292,7 +336,6 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as exc:
         print(f"symbiotic-memory: {exc.strerror or exc}", file=sys.stderr)
         return 1
-    return 0
 
 
 if __name__ == "__main__":

@@ -16,6 +16,7 @@ import sys
 import tempfile
 import textwrap
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -23,6 +24,7 @@ import aiohttp
 import ollama
 from aiohttp import web
 
+from memory.service import MemoryService
 from proxy.app import create_app
 from proxy.chat import Plan
 from proxy.config import Config
@@ -35,6 +37,8 @@ SCRIPT: list[tuple[str, str]] = [
     ("third", "Which city do I live in?"),
 ]
 """(conversation, user message): turns of one conversation share their history."""
+USER = "demo"
+"""The user the demo's memories belong to."""
 
 
 class DemoError(Exception):
@@ -120,7 +124,6 @@ async def run_demo(
         MemoryLayerError: the store or embedder could not start.
     """
     model = model or await pick_model(config)
-    user = "demo"
     injected_turns = 0
     with tempfile.TemporaryDirectory(prefix="symbiotic-demo-") as tmp:
         cfg = demo_config(config, Path(tmp))
@@ -129,64 +132,88 @@ async def run_demo(
                 f"symbiotic-memory demo: model {model} at {cfg.upstream.url} "
                 f"({cfg.upstream.kind}), embedder {cfg.embedder.kind}, temporary store\n"
             )
+            turn = DemoTurn(url, model, max_tokens, out)
             histories: dict[str, list[dict[str, str]]] = {}
             for number, (conversation, text) in enumerate(SCRIPT, start=1):
                 history = histories.setdefault(conversation, [])
-                history.append({"role": "user", "content": text})
                 out.write(f"\n--- turn {number}, conversation '{conversation}' ---\n")
-                _wrap("you:      ", text, out)
-                client = ollama.AsyncClient(
-                    host=url, headers={"X-Memory-User": user, "X-Memory-Session": conversation}
-                )
-                try:  # not streamed: some OpenAI-compatible servers report usage only then
-                    final = await client.chat(
-                        model=model,
-                        messages=history,
-                        stream=False,
-                        options={"num_predict": max_tokens, "temperature": 0.2},
-                    )
-                    reply = final.message.content or ""
-                except ollama.ResponseError as exc:
-                    out.write(f"upstream error: {exc.error}\n")
+                final = await turn.ask(conversation, history, text)
+                if final is None:
                     return injected_turns
-                finally:
-                    await client.close()  # type: ignore[no-untyped-call]
-                plan = plans[-1]
-                if plan.block.ids:
-                    injected_turns += 1
-                    out.write(
-                        f"recalled: {len(plan.block.ids)} memories, {plan.block.tokens} tokens "
-                        f"injected ({plan.memory_status})\n"
-                    )
-                    for line in plan.block.text.splitlines():
-                        if line.startswith("- "):
-                            _wrap("          ", line, out)
-                else:
-                    out.write(f"recalled: nothing ({plan.memory_status})\n")
-                _wrap("model:    ", reply, out)
-                history.append({"role": "assistant", "content": reply})
-                memory = app[MEMORY]
-                gated, reinforced = memory.stats.gated, memory.stats.reinforced
-                await memory.flush(timeout_s=30)
-                records = await memory.store.all(user)
-                if memory.stats.gated > gated:
-                    out.write("stored:   raw archive only (the write gate found it unimportant)\n")
-                elif memory.stats.reinforced > reinforced:
-                    out.write("stored:   reinforced a memory that already said this\n")
-                elif records:
-                    newest = max(records, key=lambda h: float(h.metadata.get("created_at", 0)))
-                    meta = newest.metadata
-                    counts = (
-                        f"prompt {meta.get('prompt_eval_count', '?')} + reply "
-                        f"{meta.get('eval_count', '?')} tokens"
-                    )
-                    out.write(
-                        f"stored:   memory {newest.id[:8]} ({counts}), symbiosis: {_score(meta)}\n"
-                    )
+                injected_turns += show_plan(plans[-1], out)
+                _wrap("model:    ", final.message.content or "", out)
+                await show_stored(app[MEMORY], out)
                 if final.done_reason:
                     out.write(f"          done: {final.done_reason}\n")
             out.write(
-                f"\n{len(await app[MEMORY].store.all(user))} memories stored; memories were "
+                f"\n{len(await app[MEMORY].store.all(USER))} memories stored; memories were "
                 f"injected in {injected_turns} of {len(SCRIPT)} turns.\n"
             )
     return injected_turns
+
+
+@dataclass
+class DemoTurn:
+    """Asks the proxy at ``url`` one scripted question as the demo user."""
+
+    url: str
+    model: str
+    max_tokens: int
+    out: TextIO
+
+    async def ask(
+        self, conversation: str, history: list[dict[str, str]], text: str
+    ) -> ollama.ChatResponse | None:
+        """Send ``text`` after ``history`` (both kept in it); None after an upstream error."""
+        history.append({"role": "user", "content": text})
+        _wrap("you:      ", text, self.out)
+        headers = {"X-Memory-User": USER, "X-Memory-Session": conversation}
+        client = ollama.AsyncClient(host=self.url, headers=headers)
+        try:  # not streamed: some OpenAI-compatible servers report usage only then
+            final = await client.chat(
+                model=self.model,
+                messages=history,
+                stream=False,
+                options={"num_predict": self.max_tokens, "temperature": 0.2},
+            )
+        except ollama.ResponseError as exc:
+            self.out.write(f"upstream error: {exc.error}\n")
+            return None
+        finally:
+            await client.close()  # type: ignore[no-untyped-call]
+        history.append({"role": "assistant", "content": final.message.content or ""})
+        return final
+
+
+def show_plan(plan: Plan, out: TextIO) -> int:
+    """Print what the proxy recalled and injected for a turn; 1 if it injected, else 0."""
+    if not plan.block.ids:
+        out.write(f"recalled: nothing ({plan.memory_status})\n")
+        return 0
+    out.write(
+        f"recalled: {len(plan.block.ids)} memories, {plan.block.tokens} tokens "
+        f"injected ({plan.memory_status})\n"
+    )
+    for line in plan.block.text.splitlines():
+        if line.startswith("- "):
+            _wrap("          ", line, out)
+    return 1
+
+
+async def show_stored(memory: MemoryService, out: TextIO) -> None:
+    """Write the turn's exchange back and print what became of it."""
+    gated, reinforced = memory.stats.gated, memory.stats.reinforced
+    await memory.flush(timeout_s=30)
+    records = await memory.store.all(USER)
+    if memory.stats.gated > gated:
+        out.write("stored:   raw archive only (the write gate found it unimportant)\n")
+    elif memory.stats.reinforced > reinforced:
+        out.write("stored:   reinforced a memory that already said this\n")
+    elif records:
+        newest = max(records, key=lambda h: float(h.metadata.get("created_at", 0)))
+        meta = newest.metadata
+        counts = (
+            f"prompt {meta.get('prompt_eval_count', '?')} + reply "
+            f"{meta.get('eval_count', '?')} tokens"
+        )
+        out.write(f"stored:   memory {newest.id[:8]} ({counts}), symbiosis: {_score(meta)}\n")

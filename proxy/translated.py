@@ -1,5 +1,6 @@
 """Handlers for Ollama's native API when the upstream is OpenAI-compatible
-(``upstream.kind: openai``); the translation itself is in ``proxy.openai_upstream``.
+(``upstream.kind: openai``); the translation itself is in ``proxy.openai_upstream`` (requests)
+and ``proxy.reframe`` (replies).
 
 ``/api/chat`` and ``/api/generate`` keep the whole memory pipeline (recall, injection, tee,
 outbox) of ``proxy.chat``; only the wire format to the upstream changes. ``/api/tags``,
@@ -20,12 +21,11 @@ from aiohttp import web
 
 from memory.structured import refuses_json_schema
 from proxy import __version__
+from proxy.adapters import OllamaAdapter
 from proxy.chat import Finalizer, broken, memory_headers, plan, relay
 from proxy.errors import BadRequest, ProxyError
 from proxy.headers import to_upstream
 from proxy.openai_upstream import (
-    OllamaFramer,
-    SseEvents,
     Translated,
     embed_request,
     embed_response,
@@ -34,9 +34,10 @@ from proxy.openai_upstream import (
     to_openai_request,
 )
 from proxy.passthrough import upstream_request
+from proxy.reframe import OllamaFramer, ollama_frames
 from proxy.state import CONFIG, COUNTERS, TRAITS
 from proxy.tee import Tee
-from proxy.wire import ApiKind, decode_json_object
+from proxy.wire import decode_json_object
 
 log = logging.getLogger(__name__)
 
@@ -59,92 +60,71 @@ def _json_headers(request: web.Request) -> dict[str, str]:
     return {**to_upstream(request.headers, DROPPED), "Content-Type": "application/json"}
 
 
-async def ollama_frames(
-    upstream: aiohttp.ClientResponse, framer: OllamaFramer, stream: bool
-) -> AsyncIterator[bytes]:
-    """The upstream's OpenAI reply as Ollama bytes: NDJSON lines (the closing ``done`` line
-    on its own) or one JSON document. A stream that ends before ``[DONE]`` and without a finish
-    reason ends with an ``{"error"}`` line instead of a ``done`` one."""
-    if not stream:
-        raw = await upstream.read()
-        try:
-            completion = json.loads(raw)
-        except json.JSONDecodeError:
-            yield json.dumps({"error": error_message(200, raw)}).encode()
-            return
-        yield json.dumps(framer.whole(completion), ensure_ascii=False).encode()
-        return
-    events = SseEvents()
-    finished = False
-    async for chunk in upstream.content.iter_any():
-        out = bytearray()
-        for event in events.feed(chunk):
-            if event == "[DONE]":
-                finished = True
-                continue
-            if isinstance(event, dict) and event.get("error") is not None:
-                error = event["error"]
-                text = error.get("message") if isinstance(error, dict) else str(error)
-                out += json.dumps({"error": text}).encode() + b"\n"
-                finished = True
-                continue
-            if isinstance(event, dict) and (line := framer.chunk(event)) is not None:
-                out += json.dumps(line, ensure_ascii=False).encode() + b"\n"
-        if out:
-            yield bytes(out)
-        if finished:
-            break
-    if finished or framer.finish_reason is not None:
-        yield json.dumps(framer.final()).encode() + b"\n"
-    else:
-        yield json.dumps({"error": "upstream stream ended before the reply was complete"}).encode()
-
-
-async def chat(request: web.Request, api: ApiKind) -> web.StreamResponse:
+async def chat(request: web.Request, adapter: OllamaAdapter) -> web.StreamResponse:
     """``/api/chat`` or ``/api/generate`` through the memory pipeline to ``/v1``."""
     request.app[COUNTERS].requests += 1
-    decided = await plan(request, api)
+    decided = await plan(request, adapter)
     body: dict[str, Any] = json.loads(decided.body)
-    traits = request.app[TRAITS]
-    translated = to_openai_request(api, body, traits.schema_dialect)
+    translated = to_openai_request(adapter, body, request.app[TRAITS].schema_dialect)
     if translated.unsupported:
         log.warning(
             "%s: fields without an OpenAI equivalent were not sent upstream: %s",
             request.path,
             ", ".join(translated.unsupported),
         )
-    finish = Finalizer(request, decided, api)
+    finish = Finalizer(request, decided, adapter)
     response = web.StreamResponse()
     try:
-        async with _send(request, api, body, translated) as (upstream, translated):
+        async with _send(request, adapter, body, translated) as (upstream, translated):
             finish.upstream_ok = upstream.status == 200
             if upstream.status != 200:
-                message = error_message(upstream.status, await upstream.read())
-                finish.tee.reply.error = message
-                finish(False)
-                answer = web.json_response({"error": message}, status=upstream.status)
-                memory_headers(answer, decided)
-                return answer
-            finish.tee = Tee(api, "ndjson" if translated.stream else "json")
-            response.content_type = (
-                "application/x-ndjson" if translated.stream else "application/json"
+                return await _refused(upstream, finish)
+            framer = OllamaFramer(adapter, decided.model)
+            await _relay(
+                request,
+                ollama_frames(upstream, framer, translated.stream),
+                translated,
+                response,
+                finish,
             )
-            memory_headers(response, decided)
-            if translated.unsupported:
-                response.headers[UNSUPPORTED_HEADER] = ", ".join(translated.unsupported)
-            await response.prepare(request)
-            frames = ollama_frames(upstream, OllamaFramer(api, decided.model), translated.stream)
-            if await relay(request, frames, None, response, finish.tee, finish):
-                await response.write_eof()
     except (aiohttp.ClientError, TimeoutError) as exc:
         await broken(request, response, finish.tee, exc)
     finish(False)
     return response
 
 
+async def _refused(upstream: aiohttp.ClientResponse, finish: Finalizer) -> web.Response:
+    """The upstream's error reply as an Ollama one (``{"error": message}``, same status)."""
+    message = error_message(upstream.status, await upstream.read())
+    finish.tee.reply.error = message
+    finish(False)
+    answer = web.json_response({"error": message}, status=upstream.status)
+    memory_headers(answer, finish.decided)
+    return answer
+
+
+async def _relay(
+    request: web.Request,
+    frames: AsyncIterator[bytes],
+    translated: Translated,
+    response: web.StreamResponse,
+    finish: Finalizer,
+) -> None:
+    """Relay the re-framed reply (``proxy.reframe``) to the client through a new tee."""
+    adapter = finish.tee.adapter
+    finish.tee = Tee(adapter, adapter.framing if translated.stream else "json")
+    response.content_type = "application/x-ndjson" if translated.stream else "application/json"
+    memory_headers(response, finish.decided)
+    if translated.unsupported:
+        response.headers[UNSUPPORTED_HEADER] = ", ".join(translated.unsupported)
+    await response.prepare(request)
+    if await relay(request, frames, None, response, finish.tee, finish):
+        await response.write_eof()
+
+
 @asynccontextmanager
 async def _send(
-    request: web.Request, api: ApiKind, body: dict[str, Any], translated: Translated
+    request: web.Request, adapter: OllamaAdapter, body: dict[str, Any], translated: Translated
 ) -> AsyncIterator[tuple[aiohttp.ClientResponse, Translated]]:
     """POST ``translated`` upstream; yields the response and the request that was sent.
 
@@ -169,7 +149,7 @@ async def _send(
             "json_object with the schema beside it"
         )
         traits.schema_dialect = "json_object"
-    retried = to_openai_request(api, body, "json_object")
+    retried = to_openai_request(adapter, body, "json_object")
     async with _post(request, retried) as upstream:
         yield upstream, retried
 

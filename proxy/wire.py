@@ -1,8 +1,9 @@
-"""Typed wire models of the request bodies the proxy reads.
+"""Typed wire models of the request bodies and reply chunks the proxy reads.
 
 Only the fields the proxy uses are declared; ``extra="allow"`` keeps every other field, and the
 proxy edits the original JSON object rather than re-serialising these models, so unknown fields
 (tools, images, format, think, options, keep_alive, future ones) reach the upstream unchanged.
+Reply chunks are read from the tee's copy of the relayed bytes; the client gets the bytes.
 """
 
 from __future__ import annotations
@@ -15,6 +16,10 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from proxy.errors import BadRequest
 
 ApiKind = Literal["ollama_chat", "ollama_generate", "openai_chat"]
+"""The intercepted chat formats, one adapter each (``proxy.adapters``)."""
+Framing = Literal["ndjson", "sse", "json"]
+"""How a reply's frames are delimited: NDJSON lines (Ollama streaming), SSE events (OpenAI
+streaming) or one JSON document (``stream: false``)."""
 
 
 class Wire(BaseModel):
@@ -75,13 +80,92 @@ class OpenAIChatRequest(Wire):
     """End-user identifier; the proxy's fallback for the memory scope."""
 
 
-M = TypeVar("M", bound=Wire)
+Count = int | float
+"""A count or a duration as a server sends it (integers from Ollama; tolerated as floats)."""
 
-REQUEST_MODELS: dict[ApiKind, type[Wire]] = {
-    "ollama_chat": OllamaChatRequest,
-    "ollama_generate": OllamaGenerateRequest,
-    "openai_chat": OpenAIChatRequest,
-}
+
+class OllamaFinal(Wire):
+    """Fields of Ollama's closing chunk (``done: true``) kept as exchange metrics."""
+
+    done: bool | None = None
+    done_reason: str | None = None
+    """``stop``, ``length``, ``load``, ``unload``."""
+    total_duration: Count | None = None
+    """Nanoseconds, like every ``*_duration``."""
+    load_duration: Count | None = None
+    prompt_eval_count: Count | None = None
+    """Prompt tokens."""
+    prompt_eval_duration: Count | None = None
+    eval_count: Count | None = None
+    """Reply tokens."""
+    eval_duration: Count | None = None
+
+
+class OllamaReplyMessage(Wire):
+    """The ``message`` of an ``/api/chat`` reply chunk."""
+
+    content: str | None = None
+    thinking: str | None = None
+    """Reasoning of thinking models (``think: true``)."""
+    tool_calls: list[dict[str, Any]] | None = None
+    """Whole calls (Ollama does not stream fragments): ``{"function": {name, arguments}}``."""
+
+
+class OllamaChatChunk(OllamaFinal):
+    """One NDJSON line of a streamed ``/api/chat`` reply, or the whole non-streamed reply."""
+
+    message: OllamaReplyMessage | None = None
+
+
+class OllamaGenerateChunk(OllamaFinal):
+    """One NDJSON line of a streamed ``/api/generate`` reply, or the whole non-streamed reply."""
+
+    response: str | None = None
+    thinking: str | None = None
+
+
+class OpenAIDelta(Wire):
+    """A choice's ``delta`` (streamed) or ``message`` (whole completion)."""
+
+    content: str | None = None
+    reasoning_content: str | None = None
+    """Reasoning as llama.cpp and DeepSeek send it."""
+    reasoning: str | None = None
+    """Reasoning as vLLM and OpenRouter send it."""
+    tool_calls: list[dict[str, Any]] | None = None
+    """Streamed: fragments keyed by ``index`` (merged by ``proxy.sse.merge_tool_call``)."""
+
+
+class OpenAIChoice(Wire):
+    """One entry of ``choices``; only ``index`` 0 is read."""
+
+    index: int = 0
+    delta: OpenAIDelta | None = None
+    message: OpenAIDelta | None = None
+    text: str | None = None
+    """The text of a legacy ``/v1/completions`` choice (raw generation)."""
+    finish_reason: str | None = None
+
+
+class OpenAIUsage(Wire):
+    """Token counts of a completion (the last streamed chunk with ``include_usage``)."""
+
+    prompt_tokens: Count | None = None
+    completion_tokens: Count | None = None
+
+
+class OpenAIChatChunk(Wire):
+    """One SSE event of a streamed ``/v1/chat/completions`` reply, or the whole completion."""
+
+    choices: list[OpenAIChoice] | None = None
+    usage: OpenAIUsage | None = None
+
+    def first_choice(self) -> OpenAIChoice | None:
+        """The choice with ``index`` 0 (the one the proxy remembers), if present."""
+        return next((c for c in self.choices or [] if c.index == 0), None)
+
+
+M = TypeVar("M", bound=Wire)
 
 
 def decode_json_object(raw: bytes) -> dict[str, Any]:

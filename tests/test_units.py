@@ -11,13 +11,13 @@ from memory.config import DEFAULT_TEMPLATE
 from memory.recall import render_block
 from memory.tokens import count_tokens
 from memory.types import MemoryHit
-from proxy.inject import inject, last_user_turn
+from proxy.adapters import ADAPTERS
 from proxy.tee import Tee
 
 
 def test_inject_inserts_system_before_first_user_message():
     body = {"model": "m", "messages": [{"role": "user", "content": "hi"}], "x": 1}
-    out = inject("ollama_chat", body, "BLOCK")
+    out = ADAPTERS["ollama_chat"].inject(body, "BLOCK")
     assert out["messages"] == [{"role": "system", "content": "BLOCK"}, body["messages"][0]]
     assert body["messages"] == [{"role": "user", "content": "hi"}]  # input untouched
     assert out["x"] == 1
@@ -26,24 +26,27 @@ def test_inject_inserts_system_before_first_user_message():
 def test_inject_merges_into_openai_parts_and_developer_messages():
     parts = [{"type": "text", "text": "Be brief."}]
     body = {"messages": [{"role": "developer", "content": parts}, {"role": "user", "content": "q"}]}
-    out = inject("openai_chat", body, "BLOCK")
+    out = ADAPTERS["openai_chat"].inject(body, "BLOCK")
     assert out["messages"][0]["content"] == [*parts, {"type": "text", "text": "BLOCK"}]
     assert out["messages"][1] == {"role": "user", "content": "q"}
 
 
 def test_inject_generate_uses_system():
-    assert inject("ollama_generate", {"prompt": "p"}, "B")["system"] == "B"
-    assert inject("ollama_generate", {"prompt": "p", "system": "S"}, "B")["system"] == "S\n\nB"
+    assert ADAPTERS["ollama_generate"].inject({"prompt": "p"}, "B")["system"] == "B"
+    assert (
+        ADAPTERS["ollama_generate"].inject({"prompt": "p", "system": "S"}, "B")["system"]
+        == "S\n\nB"
+    )
 
 
 def test_last_user_turn_rules():
-    assert last_user_turn("ollama_chat", {"messages": []}) is None
-    assert last_user_turn("ollama_generate", {"prompt": "p", "raw": True}) is None
-    assert last_user_turn("ollama_generate", {"prompt": ""}) is None
+    assert ADAPTERS["ollama_chat"].user_turn({"messages": []}) is None
+    assert ADAPTERS["ollama_generate"].user_turn({"prompt": "p", "raw": True}) is None
+    assert ADAPTERS["ollama_generate"].user_turn({"prompt": ""}) is None
     prefill = {
         "messages": [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}]
     }
-    assert last_user_turn("ollama_chat", prefill) is None
+    assert ADAPTERS["ollama_chat"].user_turn(prefill) is None
     tool_loop = {
         "messages": [
             {"role": "user", "content": "weather?"},
@@ -51,9 +54,9 @@ def test_last_user_turn_rules():
             {"role": "tool", "content": "sunny"},
         ]
     }
-    assert last_user_turn("ollama_chat", tool_loop) == "weather?"
+    assert ADAPTERS["ollama_chat"].user_turn(tool_loop) == "weather?"
     parts = {"messages": [{"role": "user", "content": [{"type": "text", "text": "see"}]}]}
-    assert last_user_turn("openai_chat", parts) == "see"
+    assert ADAPTERS["openai_chat"].user_turn(parts) == "see"
 
 
 def feed_in_pieces(tee: Tee, data: bytes, size: int) -> None:
@@ -75,7 +78,7 @@ def test_tee_assembles_ndjson_whatever_the_chunking(size: int):
             "total_duration": 5,
         },
     ]
-    tee = Tee("ollama_chat", "ndjson")
+    tee = Tee(ADAPTERS["ollama_chat"], "ndjson")
     feed_in_pieces(
         tee, b"".join(json.dumps(f, ensure_ascii=False).encode() + b"\n" for f in frames), size
     )
@@ -130,7 +133,7 @@ def test_tee_merges_openai_streamed_tool_call_fragments():
     raw = (
         b"".join(b"data: " + json.dumps(c).encode() + b"\n\n" for c in chunks) + b"data: [DONE]\n\n"
     )
-    tee = Tee("openai_chat", "sse")
+    tee = Tee(ADAPTERS["openai_chat"], "sse")
     feed_in_pieces(tee, raw, 7)
     reply = tee.close()
     assert reply.tool_calls == [
@@ -145,14 +148,14 @@ def test_tee_merges_openai_streamed_tool_call_fragments():
 
 
 def test_tee_records_midstream_error_and_survives_garbage():
-    tee = Tee("ollama_generate", "ndjson")
+    tee = Tee(ADAPTERS["ollama_generate"], "ndjson")
     tee.feed(b'{"response": "a", "done": false}\nnot json\n{"error": "boom"}\n')
     reply = tee.close()
     assert (reply.content, reply.error, reply.unparsed, reply.done) == ("a", "boom", 1, False)
 
 
 def test_tee_whole_json_body():
-    tee = Tee("openai_chat", "json")
+    tee = Tee(ADAPTERS["openai_chat"], "json")
     body = {
         "choices": [{"index": 0, "message": {"content": "hi"}, "finish_reason": "stop"}],
         "usage": {"prompt_tokens": 3, "completion_tokens": 1},

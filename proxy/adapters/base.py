@@ -1,0 +1,88 @@
+"""What every wire-format adapter provides, and the reply it assembles."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Protocol, TypeVar
+
+from pydantic import ValidationError
+
+from proxy.wire import ApiKind, Framing, Wire
+
+C = TypeVar("C", bound=Wire)
+
+SAMPLING = ("temperature", "top_p")
+"""The sampling knobs the affect state may set (where the client set none)."""
+
+
+@dataclass
+class Reply:
+    """The assistant's side of an exchange as assembled so far."""
+
+    content: str = ""
+    thinking: str = ""
+    tool_calls: list[dict[str, Any]] = field(default_factory=list)
+    metrics: dict[str, Any] = field(default_factory=dict)
+    """Ollama's names: ``done_reason``, ``eval_count``, ``prompt_eval_count``, durations in ns."""
+    error: str | None = None
+    done: bool = False
+    unparsed: int = 0
+    """Frames that were not valid JSON, or not a chunk of this format (relayed anyway)."""
+
+
+class Adapter(Protocol):
+    """One wire format of an intercepted chat endpoint: how to read and edit its request body
+    and how to read its reply chunks.
+
+    Bodies are plain JSON objects already validated against :attr:`request_model`; methods that
+    edit return a new object and never mutate the body or alter the user's messages.
+    """
+
+    kind: ApiKind
+    """The format's name (the key of ``proxy.adapters.ADAPTERS``)."""
+    path: str
+    """The endpoint it serves, e.g. ``/api/chat``."""
+    request_model: type[Wire]
+    """The typed model the body is validated against (``BadRequest`` when it does not fit)."""
+    framing: Framing
+    """The framing of its streamed replies (a reply's own ``Content-Type`` decides in the
+    relay; this is what the proxy writes when it frames a reply itself)."""
+
+    def user_turn(self, body: dict[str, Any]) -> str | None:
+        """The text this request asks about, or None when it should not touch memory (model
+        load/unload, raw generation, a reply being continued)."""
+        ...
+
+    def recall_query(self, body: dict[str, Any], turn: str) -> str:
+        """The text recall searches with for the user turn ``turn``."""
+        ...
+
+    def earlier_user_turns(self, body: dict[str, Any]) -> frozenset[str]:
+        """Stripped texts of the user turns before ``turn``: what the model already sees."""
+        ...
+
+    def speaker(self, body: dict[str, Any]) -> str | None:
+        """The name the user's turn is signed with, if the format has one."""
+        ...
+
+    def inject(self, body: dict[str, Any], block: str) -> dict[str, Any]:
+        """A copy of ``body`` with the memory ``block`` in its system instructions."""
+        ...
+
+    def with_sampling(self, body: dict[str, Any], knobs: dict[str, float]) -> dict[str, Any]:
+        """A copy of ``body`` with :data:`SAMPLING` knobs set where the client set none."""
+        ...
+
+    def absorb(self, reply: Reply, frame: dict[str, Any]) -> None:
+        """Fold one decoded reply frame (a streamed chunk or the whole body, never an error
+        frame) into ``reply``; a frame that is not of this format counts as ``unparsed``."""
+        ...
+
+
+def parse_chunk(model: type[C], frame: dict[str, Any], reply: Reply) -> C | None:
+    """``frame`` as ``model``; None (counted in ``reply.unparsed``) when it does not fit."""
+    try:
+        return model.model_validate(frame)
+    except ValidationError:
+        reply.unparsed += 1
+        return None

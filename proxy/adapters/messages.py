@@ -1,0 +1,145 @@
+"""Chat formats whose body carries a ``messages`` list (Ollama ``/api/chat``, OpenAI
+``/v1/chat/completions``): finding the user turn and injecting the memory block.
+
+The memory block goes into one system message: merged into the client's own leading system (or
+``developer``) message, or inserted just before the first user message.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+SYSTEM_ROLES = ("system", "developer")
+
+_CONTEXT_WORDS = "it its that this these those they them their she her he him his there then one"
+CONTEXT_WORDS = frozenset(f"{_CONTEXT_WORDS} ones same else more again".split())
+"""Pronouns and deictic words that make a short turn depend on the turn before it."""
+CONTINUATIONS = ("and ", "but ", "so ", "also ", "what about", "how about")
+"""Openings of a turn that continues the previous one."""
+CONTEXT_MAX_WORDS = 12
+"""Turns of at most this many words are checked for dependence on the previous turn."""
+
+
+def content_text(content: Any) -> str:
+    """Plain text of a message's content: a string, or the text parts of an OpenAI parts list.
+
+    >>> content_text([{"type": "text", "text": "a"}, {"type": "image_url"}])
+    'a'
+    """
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        parts = [p for p in content if isinstance(p, dict) and p.get("type") == "text"]
+        return "\n".join(p["text"] for p in parts if isinstance(p.get("text"), str))
+    return ""
+
+
+def depends_on_previous(text: str) -> bool:
+    """Whether a user turn needs the previous one to be understood: short, and with a pronoun
+    or deictic word (``CONTEXT_WORDS``) or a continuation opening (``CONTINUATIONS``).
+
+    >>> depends_on_previous("What did she say about it?"), depends_on_previous("And Paris?")
+    (True, True)
+    >>> depends_on_previous("What is the capital of France?")
+    False
+    """
+    words = re.findall(r"[a-z']+", text.lower())
+    if not words or len(words) > CONTEXT_MAX_WORDS:
+        return False
+    opening = text.strip().lower()
+    return bool(CONTEXT_WORDS.intersection(words)) or opening.startswith(CONTINUATIONS)
+
+
+def merge_into(content: Any, block: str) -> Any:
+    """``content`` (a string or a parts list) with ``block`` appended as its last paragraph.
+
+    >>> merge_into("Be brief.", "B"), merge_into("", "B"), merge_into([], "B")
+    ('Be brief.\\n\\nB', 'B', [{'type': 'text', 'text': 'B'}])
+    """
+    if isinstance(content, list):
+        return [*content, {"type": "text", "text": block}]
+    if isinstance(content, str) and content.strip():
+        return f"{content}\n\n{block}"
+    return block
+
+
+def _tool_step(message: dict[str, Any]) -> bool:
+    role = message.get("role")
+    return role == "tool" or (role == "assistant" and bool(message.get("tool_calls")))
+
+
+def _users(body: dict[str, Any]) -> list[dict[str, Any]]:
+    return [m for m in body.get("messages") or [] if m.get("role") == "user"]
+
+
+class MessagesFormat:
+    """The request side of a chat adapter whose body has ``messages``; subclasses add the
+    reply side (``absorb``) and sampling."""
+
+    def user_turn(self, body: dict[str, Any]) -> str | None:
+        """The last user message's text; None when there is none, when it is empty, or when it
+        is followed by anything other than a tool-calling loop (assistant messages with
+        ``tool_calls`` and ``tool`` results), e.g. an assistant prefill being continued."""
+        messages = body.get("messages") or []
+        for index in range(len(messages) - 1, -1, -1):
+            message = messages[index]
+            if message.get("role") == "user":
+                if not all(_tool_step(m) for m in messages[index + 1 :]):
+                    return None
+                text = content_text(message.get("content"))
+                return text if text.strip() else None
+        return None
+
+    def recall_query(self, body: dict[str, Any], turn: str) -> str:
+        """The turn itself, or, when it depends on the previous turn (:func:`depends_on_previous`),
+        the previous user message and this one (so "what did she say about it?" finds what "it"
+        and "she" were).
+
+        >>> body = {"messages": [{"role": "user", "content": "Tell me about Ann's trip"},
+        ...                      {"role": "assistant", "content": "Which part?"},
+        ...                      {"role": "user", "content": "Where did she go?"}]}
+        >>> MessagesFormat().recall_query(body, "Where did she go?")
+        "Tell me about Ann's trip\\nWhere did she go?"
+        """
+        users = _users(body)
+        if not depends_on_previous(turn) or len(users) < 2:
+            return turn
+        previous = content_text(users[-2].get("content")).strip()
+        return f"{previous}\n{turn}" if previous else turn
+
+    def earlier_user_turns(self, body: dict[str, Any]) -> frozenset[str]:
+        """Texts of the user messages before the last one (stripped).
+
+        >>> body = {"messages": [{"role": "user", "content": "a "},
+        ...                      {"role": "user", "content": "b"}]}
+        >>> sorted(MessagesFormat().earlier_user_turns(body))
+        ['a']
+        """
+        texts = (content_text(m.get("content")).strip() for m in _users(body)[:-1])
+        return frozenset(t for t in texts if t)
+
+    def speaker(self, body: dict[str, Any]) -> str | None:
+        """The ``name`` of the last user message (OpenAI chat messages may carry one), or None.
+
+        >>> MessagesFormat().speaker({"messages": [{"role": "user", "content": "hi", "name": "A"}]})
+        'A'
+        """
+        users = _users(body)
+        name = users[-1].get("name") if users else None
+        return name.strip() if isinstance(name, str) and name.strip() else None
+
+    def inject(self, body: dict[str, Any], block: str) -> dict[str, Any]:
+        """A copy of ``body`` with ``block`` in the leading system message (see the module)."""
+        messages = list(body.get("messages") or [])
+        for index, message in enumerate(messages):
+            role = message.get("role")
+            if role in SYSTEM_ROLES:
+                messages[index] = {**message, "content": merge_into(message.get("content"), block)}
+                break
+            if role == "user":
+                messages.insert(index, {"role": "system", "content": block})
+                break
+        else:
+            messages.insert(0, {"role": "system", "content": block})
+        return {**body, "messages": messages}
