@@ -12,7 +12,7 @@ from typing import Any
 from proxy.adapters.base import SAMPLING, Reply, parse_chunk
 from proxy.adapters.messages import MessagesFormat
 from proxy.sse import merge_tool_call
-from proxy.wire import ApiKind, Framing, OpenAIChatChunk, OpenAIChatRequest, Wire
+from proxy.wire import ApiKind, Framing, OpenAIChatChunk, OpenAIChatRequest, OpenAIDelta, Wire
 
 
 class OpenAIChat(MessagesFormat):
@@ -35,14 +35,11 @@ class OpenAIChat(MessagesFormat):
         if chunk is None:
             return
         if (choice := chunk.first_choice()) is not None:
-            part = choice.delta or choice.message
-            if part is not None:
-                reply.content += part.content or choice.text or ""
-                reply.thinking += part.reasoning_content or part.reasoning or ""
-                for call in part.tool_calls or []:
-                    merge_tool_call(reply.tool_calls, call)
-            else:
-                reply.content += choice.text or ""
+            part = choice.delta or choice.message or OpenAIDelta()
+            reply.content += part.content or choice.text or ""
+            reply.thinking += part.reasoning_content or part.reasoning or ""
+            for call in part.tool_calls or []:
+                merge_tool_call(reply.tool_calls, call)
             if choice.finish_reason:
                 reply.metrics["done_reason"] = choice.finish_reason
                 reply.done = True
