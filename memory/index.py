@@ -26,7 +26,7 @@ import Stemmer
 
 from memory.embedders import Vectors
 from memory.metabolism import active_days, last_used, num
-from memory.store import to_chroma_metadata
+from memory.store.chroma import to_chroma_metadata
 from memory.types import MemoryHit
 
 logging.getLogger("bm25s").setLevel(logging.WARNING)  # it sets DEBUG on itself at import

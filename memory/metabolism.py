@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 
 from memory.config import MetabolismConfig
-from memory.symbiosis import RETENTION, Score, Scorer, Turn, next_turn_kind
+from memory.score.symbiosis import RETENTION, Score, Scorer, Turn, next_turn_kind
 from memory.types import MemoryHit
 
 DAY_S = 86400.0

@@ -21,8 +21,6 @@ import aiohttp
 import numpy as np
 
 from memory import SCHEMA_VERSION
-from memory.archive import RawArchive
-from memory.audit import ScoreLog
 from memory.config import (
     EmbedderConfig,
     MemoryConfig,
@@ -35,7 +33,6 @@ from memory.config import (
 from memory.embedders import Embedder, Vectors, make_embedder
 from memory.errors import EmbedderError, MemoryLayerError, StoreError
 from memory.index import IndexChange, UserIndex, apply_changes, unit_rows
-from memory.judge import Judge
 from memory.metabolism import (
     CycleReport,
     Resonance,
@@ -46,11 +43,14 @@ from memory.metabolism import (
     says_same,
     signals_of,
 )
-from memory.outbox import Outbox, OutboxRow
 from memory.recall import Recaller
 from memory.resilience import CircuitBreaker
-from memory.store import SHARED, ChromaStore, Store, to_chroma_metadata
-from memory.symbiosis import Score, Scorer, Turn, make_scorer
+from memory.score.judge import Judge
+from memory.score.symbiosis import Score, Scorer, Turn, make_scorer
+from memory.store.archive import RawArchive
+from memory.store.chroma import SHARED, ChromaStore, Store, to_chroma_metadata
+from memory.store.outbox import Outbox, OutboxRow
+from memory.store.score_log import ScoreLog
 from memory.types import Exchange, MemoryBlock, MemoryHit, Scope, sha256_json
 
 log = logging.getLogger(__name__)

@@ -16,7 +16,7 @@ from typing import Any
 
 from memory import SCHEMA_VERSION
 from memory.errors import StoreError
-from memory.outbox import exchange_from_json, exchange_to_json
+from memory.store.outbox import exchange_from_json, exchange_to_json
 from memory.types import Exchange
 
 SCHEMA = """
