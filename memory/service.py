@@ -20,7 +20,6 @@ from typing import Any, TypeVar
 import aiohttp
 import numpy as np
 
-from memory import SCHEMA_VERSION
 from memory.archive import RawArchive
 from memory.audit import ScoreLog
 from memory.config import (
@@ -34,24 +33,18 @@ from memory.config import (
 )
 from memory.embedders import Embedder, Vectors, make_embedder
 from memory.errors import EmbedderError, MemoryLayerError, StoreError
-from memory.index import IndexChange, UserIndex, apply_changes, unit_rows
 from memory.judge import Judge
-from memory.metabolism import (
-    CycleReport,
-    Resonance,
-    importance,
-    metabolize_user,
-    provenance,
-    resonate,
-    says_same,
-    signals_of,
-)
+from memory.metabolism.resonance import Resonance, resonate, says_same
+from memory.metabolism.sleep import CycleReport, metabolize_user
 from memory.outbox import Outbox, OutboxRow
-from memory.recall import Recaller
+from memory.recall.index import IndexChange, UserIndex, apply_changes, unit_rows
+from memory.recall.recaller import Recaller
+from memory.record import SCHEMA_VERSION, provenance, signals_of
 from memory.resilience import CircuitBreaker
 from memory.store import SHARED, ChromaStore, Store, to_chroma_metadata
 from memory.symbiosis import Score, Scorer, Turn, make_scorer
 from memory.types import Exchange, MemoryBlock, MemoryHit, Scope, sha256_json
+from memory.write.gate import importance
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")

@@ -9,8 +9,9 @@ from pathlib import Path
 
 import numpy as np
 
-from memory.index import UserIndex, apply_changes
-from memory.recall import QueryViews, Weights, analyse_query, fused_scores
+from memory.recall.index import UserIndex, apply_changes
+from memory.recall.query import QueryViews, analyse_query
+from memory.recall.ranking import Weights, fused_scores
 from memory.types import MemoryHit, Scope
 from testing.fake_upstream import FakeOllama
 from tests.conftest import RunningProxy
@@ -238,7 +239,7 @@ async def test_a_follow_up_question_is_searched_with_the_turn_before_it(
 
 async def test_recaller_leaves_near_duplicates_out_and_reports_its_stages():
     from memory.config import MemoryConfig
-    from memory.recall import Recaller
+    from memory.recall.recaller import Recaller
 
     hits = [
         hit("a", "I moved to Oslo in 2021", created_at=1.0),
