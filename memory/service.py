@@ -13,12 +13,11 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import asdict
 from typing import Any, Protocol
 
 import aiohttp
-import numpy as np
 
 from memory.config import (
     EmbedderConfig,
@@ -32,15 +31,16 @@ from memory.config import (
 from memory.embedders import Embedder, make_embedder
 from memory.errors import EmbedderError, MemoryLayerError, StoreError
 from memory.guarded import GuardedEmbedder, GuardedStore
-from memory.index import UserIndex
-from memory.index_cache import IndexCache, SharedTier
-from memory.metabolism import CycleReport, Resonance, provenance, signals_of
-from memory.recall import Recaller
+from memory.metabolism.cycle import SleepCycle
+from memory.metabolism.resonance import Resonance
+from memory.metabolism.sleep import CycleReport
+from memory.recall.cache import IndexCache, SharedTier
+from memory.recall.recaller import Recaller
+from memory.record import provenance, signals_of
 from memory.resilience import CircuitBreaker
 from memory.score.judge import Judge
 from memory.score.keeper import ScoreKeeper
 from memory.score.symbiosis import Scorer
-from memory.sleep_cycle import SleepCycle
 from memory.store.archive import RawArchive
 from memory.store.chroma import ChromaStore, Store
 from memory.store.outbox import Outbox
@@ -159,28 +159,15 @@ class MemoryService:
         budget (``memory.timeout_ms``) or less, tightened adaptively."""
         embed_ms = min(self.resilience.embed_timeout_ms, self.config.timeout_ms)
         store_ms = min(self.resilience.store_timeout_ms, self.config.timeout_ms)
-        embedder = GuardedEmbedder(self.embedder, self.breakers["embedder"], embed_ms, True)
-        store = GuardedStore(self.store, self.breakers["store"], store_ms, True)
         return Recaller(
-            embedder.embed,
-            store.query,
+            GuardedEmbedder(self.embedder, self.breakers["embedder"], embed_ms, True),
+            GuardedStore(self.store, self.breakers["store"], store_ms, True),
             self.config,
-            self._index_for,
+            self.cache,
             metabolism=self.metabolism if self.metabolism.enabled else None,
             symbiosis=self.symbiosis if self.symbiosis.enabled else None,
-            shared=self._shared_tier if self.shared is not None else None,
+            shared=self.shared,
         )
-
-    def _index_for(self, user: str) -> UserIndex | None:
-        index = self.cache.loaded(user)
-        if index is None:
-            self.cache.load(user)
-        return index
-
-    def _shared_tier(self) -> tuple[list[MemoryHit], np.ndarray]:
-        assert self.shared is not None
-        self.shared.refresh_if_stale()
-        return self.shared.memories
 
     @property
     def sharing(self) -> bool:
@@ -297,6 +284,27 @@ class MemoryService:
         """
         return await self.writer.flush(timeout_s)
 
+    @contextlib.asynccontextmanager
+    async def reading(self) -> AsyncIterator[MemoryService]:
+        """The service opened for reading only (the outbox shared, the store open, no writer):
+        for export while another process (a running proxy) owns the outbox.
+
+        Raises:
+            StoreError: the store or the outbox cannot be opened.
+        """
+        self.outbox.open(exclusive=False)
+        try:
+            await self.store.open()
+            yield self
+        finally:
+            self.outbox.close()
+            await self.store.close()
+
+    @property
+    def embedder_down(self) -> bool:
+        """Whether the embedder's circuit breaker is open (writes wait for it)."""
+        return self.breakers["embedder"].state == "open"
+
     @property
     def pending(self) -> int:
         """Exchanges waiting in the outbox."""
@@ -360,7 +368,7 @@ class MemoryService:
     async def metabolize(
         self, users: list[str] | None = None, now: float | None = None
     ) -> dict[str, CycleReport]:
-        """One sleep cycle (see :class:`~memory.sleep_cycle.SleepCycle`) over ``users``
+        """One sleep cycle (see :class:`~memory.metabolism.cycle.SleepCycle`) over ``users``
         (default: every user in the store, then the resonance pass): hindsight rescoring,
         migration of older records, consolidation, phases, dormancy, promotion and quadrant
         labels, written back as metadata updates; revisions go to the score log. Returns a

@@ -11,8 +11,8 @@ from pathlib import Path
 import ollama
 import pytest
 
-from memory import SCHEMA_VERSION
 from memory.errors import OutboxBusyError
+from memory.record import SCHEMA_VERSION
 from memory.store.outbox import Outbox, exchange_from_json, exchange_to_json
 from memory.types import Exchange, Scope
 from testing.fake_upstream import FakeOllama

@@ -14,8 +14,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from memory import SCHEMA_VERSION
 from memory.errors import StoreError
+from memory.record import SCHEMA_VERSION
 from memory.store.outbox import exchange_from_json, exchange_to_json
 from memory.types import Exchange
 

@@ -9,7 +9,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from memory.errors import MemoryLayerError
-from memory.index import UserIndex
+from memory.recall.index import UserIndex
 from memory.store.chroma import Store
 
 log = logging.getLogger(__name__)

@@ -10,8 +10,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from memory.errors import MemoryLayerError
-from memory.index import IndexChange
-from memory.metabolism import signals_of
+from memory.recall.index import IndexChange
+from memory.record import signals_of
 from memory.score.judge import Judge
 from memory.score.keeper import ScoreKeeper
 from memory.store.chroma import Store

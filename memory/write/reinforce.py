@@ -17,10 +17,10 @@ from typing import Any
 
 import numpy as np
 
-from memory import SCHEMA_VERSION
 from memory.embedders import Vectors
-from memory.index import IndexChange, UserIndex
-from memory.metabolism import provenance, says_same
+from memory.metabolism.resonance import says_same
+from memory.recall.index import IndexChange, UserIndex
+from memory.record import SCHEMA_VERSION, provenance
 from memory.score.symbiosis import Score
 from memory.store.chroma import to_chroma_metadata
 from memory.types import Exchange, MemoryHit, sha256_json

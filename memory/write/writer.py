@@ -14,9 +14,8 @@ import numpy as np
 from memory.config import MemoryConfig, MetabolismConfig
 from memory.embedders import Embedder, Vectors
 from memory.errors import MemoryLayerError
-from memory.index import unit_rows
-from memory.index_cache import IndexCache
-from memory.metabolism import importance
+from memory.recall.cache import IndexCache
+from memory.recall.index import unit_rows
 from memory.score.keeper import ScoreKeeper
 from memory.score.symbiosis import Score
 from memory.store.archive import RawArchive
@@ -24,6 +23,7 @@ from memory.store.chroma import Store
 from memory.store.outbox import Outbox, OutboxRow
 from memory.types import Exchange
 from memory.write.access import AccessStats
+from memory.write.gate import importance
 from memory.write.judge_worker import JudgeWorker
 from memory.write.reinforce import Target, nearest_in_index, plan_batch, reinforces
 from memory.write.stats import WriteStats

@@ -11,9 +11,10 @@ import time
 import numpy as np
 
 from memory.config import MetabolismConfig
-from memory.index import unit_rows
-from memory.index_cache import IndexCache, SharedTier
-from memory.metabolism import CycleReport, Resonance, metabolize_user, resonate
+from memory.metabolism.resonance import Resonance, resonate
+from memory.metabolism.sleep import CycleReport, metabolize_user
+from memory.recall.cache import IndexCache, SharedTier
+from memory.recall.index import unit_rows
 from memory.score.keeper import ScoreKeeper
 from memory.store.chroma import SHARED, Store
 from memory.types import MemoryHit

@@ -1,4 +1,4 @@
-"""In-memory caches of the store that recall reads: one :class:`~memory.index.UserIndex` per
+"""In-memory caches of the store that recall reads: one :class:`~memory.recall.index.UserIndex` per
 user (:class:`IndexCache`) and the shared tier's awake memories (:class:`SharedTier`).
 
 Both are caches of the store and say how they stay current. The index cache is told of every
@@ -19,7 +19,7 @@ import time
 import numpy as np
 
 from memory.errors import MemoryLayerError, StoreError
-from memory.index import IndexChange, UserIndex, apply_changes, unit_rows
+from memory.recall.index import IndexChange, UserIndex, apply_changes, unit_rows
 from memory.store.chroma import SHARED, Store
 from memory.types import MemoryHit
 
