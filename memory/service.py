@@ -36,7 +36,7 @@ from memory.metabolism.resonance import Resonance
 from memory.metabolism.sleep import CycleReport
 from memory.recall.cache import IndexCache, SharedTier
 from memory.recall.recaller import Recaller
-from memory.record import provenance, signals_of
+from memory.record import signals_of
 from memory.resilience import CircuitBreaker
 from memory.score.judge import Judge
 from memory.score.keeper import ScoreKeeper
@@ -345,7 +345,7 @@ class MemoryService:
         threshold = self.scores.threshold
         update = score.as_metadata(threshold)
         await self.store.update_metadata(user, {hit.id: update})
-        exchange_id = hit.metadata.get("exchange_id")
+        exchange_id = hit.record.exchange_id
         self.scores.append([score.log_record(exchange_id, hit.id, user, threshold, "feedback")])
         self.cache.changed(user, {hit.id: update})
         return {
@@ -362,7 +362,7 @@ class MemoryService:
         if hit is not None:
             return hit
         index = self.cache.loaded(user)
-        found = [h for h in (index.hits if index else []) if ident in provenance(h.metadata)]
+        found = [h for h in (index.hits if index else []) if ident in h.record.provenance]
         return found[0] if found else None
 
     async def metabolize(
@@ -395,7 +395,7 @@ class MemoryService:
         hit = await self.store.get(user, mid)
         deleted = await self.store.delete(user, mid)
         if deleted and self.archive is not None and hit is not None:
-            sources = provenance(hit.metadata) or [str(hit.metadata.get("exchange_id", ""))]
+            sources = list(hit.record.provenance) or [hit.record.exchange_id or ""]
             await asyncio.to_thread(self.archive.delete, user, sources)
         if deleted:
             self.cache.forget(user)

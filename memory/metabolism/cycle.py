@@ -15,6 +15,7 @@ from memory.metabolism.resonance import Resonance, resonate
 from memory.metabolism.sleep import CycleReport, metabolize_user
 from memory.recall.cache import IndexCache, SharedTier
 from memory.recall.index import unit_rows
+from memory.record import MemoryRecord
 from memory.score.keeper import ScoreKeeper
 from memory.store.chroma import SHARED, Store
 from memory.types import MemoryHit
@@ -83,7 +84,7 @@ class SleepCycle:
             unit = unit_rows(vectors)
             for i, hit in enumerate(hits):
                 meta = {**hit.metadata, **updates.get(hit.id, {})}
-                if not meta.get("dormant"):
+                if not MemoryRecord.from_metadata(hit.id, hit.text, meta).dormant:
                     awake.append((user, MemoryHit(hit.id, hit.text, meta), unit[i]))
         return report
 

@@ -137,7 +137,7 @@ class SharedTier:
         except StoreError as exc:
             log.warning("shared tier not reloaded: %s", exc)
             return
-        keep = [i for i, h in enumerate(hits) if not h.metadata.get("dormant")]
+        keep = [i for i, h in enumerate(hits) if not h.record.dormant]
         unit = unit_rows(vectors[keep]) if keep else np.zeros((0, 0), np.float32)
         self.memories = ([hits[i] for i in keep], unit)
 

@@ -10,24 +10,24 @@ from typing import Any
 
 from memory.errors import MemoryLayerError
 from memory.recall.index import UserIndex
+from memory.record import MemoryRecord
 from memory.store.chroma import Store
 
 log = logging.getLogger(__name__)
 
 
-def access_update(at: float, metadata: dict[str, Any] | None) -> dict[str, Any]:
+def access_update(at: float, record: MemoryRecord | None) -> dict[str, Any]:
     """Keys to set on a memory recalled at ``at`` (epoch seconds): ``last_access_at``, and
-    ``access_count`` one up when its current ``metadata`` is known.
+    ``access_count`` one up when its current ``record`` is known.
 
-    >>> access_update(5.0, {"access_count": 2})
+    >>> access_update(5.0, MemoryRecord.create("m", "text", access_count=2))
     {'last_access_at': 5.0, 'access_count': 3}
     >>> access_update(5.0, None)
     {'last_access_at': 5.0}
     """
     update: dict[str, Any] = {"last_access_at": at}
-    if metadata is not None:
-        count = metadata.get("access_count", 0)
-        update["access_count"] = (count if isinstance(count, int) else 0) + 1
+    if record is not None:
+        update["access_count"] = record.access_count + 1
     return update
 
 
@@ -62,10 +62,14 @@ class AccessStats:
             index = self.loaded(user)
             updates: dict[str, dict[str, Any]] = {}
             for mid, at in touched.items():
-                record = index.record(mid) if index is not None else None
-                update = access_update(at, record.metadata if record is not None else None)
-                if record is not None:
-                    record.metadata.update(update)
+                hit = index.record(mid) if index is not None else None
+                current = MemoryRecord.from_metadata(mid, hit.text, hit.metadata) if hit else None
+                update = access_update(at, current)
+                if hit is not None:
+                    # The index's record is updated in place (no reload for a count); its
+                    # cached decoded record is dropped so the next read sees the new count.
+                    hit.metadata.update(update)
+                    hit.__dict__.pop("record", None)
                 updates[mid] = update
             try:
                 await self.store.update_metadata(user, updates)

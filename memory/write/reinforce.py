@@ -20,7 +20,7 @@ import numpy as np
 from memory.embedders import Vectors
 from memory.metabolism.resonance import says_same
 from memory.recall.index import IndexChange, UserIndex
-from memory.record import SCHEMA_VERSION, provenance
+from memory.record import SCHEMA_VERSION, MemoryRecord
 from memory.score.symbiosis import Score
 from memory.store.chroma import to_chroma_metadata
 from memory.types import Exchange, MemoryHit, sha256_json
@@ -94,23 +94,20 @@ def reinforces(
 ) -> bool:
     """Whether ``exchange`` (of ``polarity``, None when unscored) says again what memory ``hit``
     (at cosine ``similarity``) says: at least ``floor`` similar, same polarity, same words."""
-    same = hit.metadata.get("polarity") == (polarity or hit.metadata.get("polarity"))
+    same = hit.record.polarity == (polarity or hit.record.polarity)
     return similarity >= floor and same and says_same(hit.text, exchange.text)
 
 
-def reinforcement(meta: dict[str, Any], exchange_id: str, now: float) -> dict[str, Any] | None:
-    """Metadata keys to set on a memory (current metadata ``meta``) that exchange
+def reinforcement(record: MemoryRecord, exchange_id: str, now: float) -> dict[str, Any] | None:
+    """Metadata keys to set on memory ``record`` (as it reads now) that exchange
     ``exchange_id`` reinforces, or None when its provenance already holds the exchange (a
     replayed outbox row)."""
-    sources = provenance(meta)
+    sources = list(record.provenance)
     if exchange_id in sources:
         return None
-    count = meta.get("reinforcements", 0)
-    strength = meta.get("strength", 1.0)
-    strength = strength if isinstance(strength, int | float) else 1.0
     return {
-        "reinforcements": (count if isinstance(count, int) else 0) + 1,
-        "strength": min(1.0, strength + REINFORCE_STEP),
+        "reinforcements": record.reinforcements + 1,
+        "strength": min(1.0, record.strength + REINFORCE_STEP),
         "last_reinforced_at": now,
         "provenance": json.dumps([*sources, exchange_id][-PROVENANCE_KEEP:]),
         "dormant": False,
@@ -176,7 +173,9 @@ def plan_batch(
         hit, vector = target
         meta = {**hit.metadata, **plan.updates.get(hit.id, {})}
         plan.written.append(hit.id)
-        update = reinforcement(meta, exchange.id, time.time())
+        update = reinforcement(
+            MemoryRecord.from_metadata(hit.id, hit.text, meta), exchange.id, time.time()
+        )
         if update is None:
             continue  # a replayed row: already applied
         plan.updates.setdefault(hit.id, {}).update(update)
