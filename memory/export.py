@@ -22,13 +22,8 @@ async def export_user(service: MemoryService, user: str, drain_timeout_s: float)
         await service.start()
     except OutboxBusyError:
         log.info("a proxy owns the outbox; exporting without draining it")
-        service.outbox.open(exclusive=False)
-        try:
-            await service.store.open()
+        async with service.reading():
             return await service.export(user)
-        finally:
-            service.outbox.close()
-            await service.store.close()
     try:
         if not await service.flush(drain_timeout_s):
             log.warning(

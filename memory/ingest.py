@@ -164,7 +164,7 @@ async def drain(service: MemoryService, total: int, progress: bool = True) -> bo
             bar.n = min(total, service.stats.written - start)
             bar.refresh()
             await asyncio.wait({task}, timeout=0.2)
-            if service.breakers["embedder"].state == "open" and service.stats.written == start:
+            if service.embedder_down and service.stats.written == start:
                 task.cancel()
                 return False
         bar.n = min(total, service.stats.written - start)

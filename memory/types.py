@@ -5,7 +5,10 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any, Literal
+
+from memory.record import MemoryRecord
 
 ExchangeStatus = Literal["ok", "failed", "aborted", "tool_call"]
 
@@ -67,6 +70,19 @@ class MemoryHit:
     text: str
     metadata: dict[str, Any]
     similarity: float | None = None
+
+    @cached_property
+    def record(self) -> MemoryRecord:
+        """The decoded ``metadata`` (decoded on first use, then kept: change a memory by
+        building a new hit, not by changing ``metadata`` in place)."""
+        return MemoryRecord.from_metadata(self.id, self.text, self.metadata)
+
+    def with_similarity(self, similarity: float | None) -> MemoryHit:
+        """The same memory with another ``similarity`` (keeping the decoded :attr:`record`)."""
+        out = MemoryHit(self.id, self.text, self.metadata, similarity)
+        if "record" in self.__dict__:
+            out.__dict__["record"] = self.__dict__["record"]
+        return out
 
 
 @dataclass(frozen=True)

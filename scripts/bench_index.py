@@ -1,12 +1,13 @@
 #!/usr/bin/env python3
 """The in-memory recall index: what each kind of change costs, against a full rebuild.
 
-A user's :class:`memory.index.UserIndex` changes in three ways: new memories (merged in), metadata
-updates (judge revisions, feedback, sleep cycles: applied in place, sharing vectors and BM25) and
-deletions (rebuilt from the store). This builds an index of ``--memories`` synthetic memories
-(384-d vectors, 30-word texts, 20 per session) and times, in the same run, a full rebuild (the
-baseline: what every metadata update cost before, plus reading the store), merging one new
-memory, and updating one memory's metadata. Prints medians of ``--repeat`` runs and the ratios.
+A user's :class:`memory.recall.index.UserIndex` changes in three ways: new memories (merged in),
+metadata updates (judge revisions, feedback, sleep cycles: applied in place, sharing vectors and
+BM25) and deletions (rebuilt from the store). This builds an index of ``--memories`` synthetic
+memories (384-d vectors, 30-word texts, 20 per session) and times, in the same run, a full
+rebuild (the baseline: what every metadata update cost before, plus reading the store), merging
+one new memory, and updating one memory's metadata. Prints medians of ``--repeat`` runs and the
+ratios.
 
     python scripts/bench_index.py [--memories 20000] [--repeat 5]
 """
@@ -25,7 +26,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from memory.index import UserIndex
+from memory.recall.index import UserIndex
 from memory.types import MemoryHit
 
 WORDS = [

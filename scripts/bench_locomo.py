@@ -47,11 +47,12 @@ from memory.config import (
     StoreConfig,
     SymbiosisConfig,
 )
-from memory.index import UserIndex
 from memory.ingest import Message, drain, queue
-from memory.recall import render_block, render_body
+from memory.recall.index import UserIndex
+from memory.recall.render import render_block, render_body
 from memory.service import MemoryService, build_memory_service
 from memory.types import MemoryHit, Scope
+from proxy.config import Config, UpstreamConfig
 
 CATEGORIES = {1: "multi-hop", 2: "temporal", 3: "open-domain", 4: "single-hop"}
 USER = "locomo"
@@ -97,8 +98,8 @@ def evidence_ids(qa: dict[str, Any], known: set[str]) -> list[str]:
 
 def hit_rate(block: str, texts: list[str]) -> int:
     """How many of ``texts`` (evidence turns) are in ``block``, each as the renderer writes it:
-    stripped, with line breaks folded (:func:`memory.recall.render_body`). Matching the raw text
-    would miss 11 of the 519 evidence turns of the development
+    stripped, with line breaks folded (:func:`memory.recall.render.render_body`). Matching the
+    raw text would miss 11 of the 519 evidence turns of the development
     conversations even when they are in the block (their text ends with a space or holds a line
     break)."""
     return sum(1 for t in texts if render_body(MemoryHit("", t, {})) in block)
@@ -114,15 +115,15 @@ async def run_conversation(
             k=500, candidates=args.candidates, max_tokens=args.budget, min_similarity=-1.0
         )
         async with aiohttp.ClientSession() as session:
-            service = build_memory_service(
-                memory,
-                StoreConfig(path=Path(tmp) / "chroma"),
-                EmbedderConfig(kind="sentence-transformers", model=args.embedder),
-                "http://127.0.0.1:9",
-                session,
+            config = Config(
+                memory=memory,
+                store=StoreConfig(path=Path(tmp) / "chroma"),
+                embedder=EmbedderConfig(kind="sentence-transformers", model=args.embedder),
+                upstream=UpstreamConfig(url="http://127.0.0.1:9"),
                 symbiosis=SymbiosisConfig(enabled=args.metabolism == "on"),
                 metabolism=MetabolismConfig(enabled=args.metabolism == "on"),
             )
+            service = build_memory_service(config, session)
             await service.start()
             try:
                 await ingest_and_ask(service, sample, turns, by_id, args, out, tally)

@@ -10,7 +10,7 @@ import aiohttp
 import numpy as np
 
 from memory.config import MetabolismConfig
-from memory.metabolism import DAY_S, effective_strength
+from memory.metabolism.decay import DAY_S, effective_strength
 from memory.types import Exchange, Scope
 from proxy.cli import main
 from testing.fake_upstream import FakeOllama

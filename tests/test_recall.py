@@ -6,11 +6,13 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 
-from memory.index import UserIndex, apply_changes
-from memory.recall import QueryViews, Weights, analyse_query, fused_scores
+from memory.recall.index import UserIndex, apply_changes
+from memory.recall.query import QueryViews, analyse_query
+from memory.recall.ranking import Weights, fused_scores
 from memory.types import MemoryHit, Scope
 from testing.fake_upstream import FakeOllama
 from tests.conftest import RunningProxy
@@ -238,7 +240,7 @@ async def test_a_follow_up_question_is_searched_with_the_turn_before_it(
 
 async def test_recaller_leaves_near_duplicates_out_and_reports_its_stages():
     from memory.config import MemoryConfig
-    from memory.recall import Recaller
+    from memory.recall.recaller import Recaller
 
     hits = [
         hit("a", "I moved to Oslo in 2021", created_at=1.0),
@@ -254,14 +256,17 @@ async def test_recaller_leaves_near_duplicates_out_and_reports_its_stages():
     async def from_store(user: str, vector: np.ndarray, k: int) -> list[MemoryHit]:
         raise AssertionError("the loaded index serves recall")
 
+    # the recaller takes an embedder, a store and an index cache: here, stand-ins for each
+    embedder, store = SimpleNamespace(embed=embed), SimpleNamespace(query=from_store)
+    cache = SimpleNamespace(loaded=lambda user: index, load=lambda user: None)
     config = MemoryConfig(min_similarity=0.1)
-    block = await Recaller(embed, from_store, config, lambda user: index).recall(
+    block = await Recaller(embedder, store, config, cache).recall(  # type: ignore[arg-type]
         Scope("u"), "where did I move?"
     )
     assert len(block.ids) == 2 and {"a", "b"} & set(block.ids) and "bakery" in block.text
     assert set(block.timings_ms) == {"embed", "candidates", "rank", "pack"}
     loose = MemoryConfig(min_similarity=0.1, duplicate_similarity=1.0)
-    block = await Recaller(embed, from_store, loose, lambda user: index).recall(
+    block = await Recaller(embedder, store, loose, cache).recall(  # type: ignore[arg-type]
         Scope("u"), "where did I move?"
     )
     assert set(block.ids) == {"a", "b", "c"}

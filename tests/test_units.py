@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from memory.config import DEFAULT_TEMPLATE
-from memory.recall import render_block
+from memory.recall.render import render_block
 from memory.tokens import count_tokens
 from memory.types import MemoryHit
 from proxy.adapters import ADAPTERS

@@ -18,10 +18,10 @@ from urllib.parse import urlsplit
 
 import numpy as np
 
-from memory import SCHEMA_VERSION
 from memory.config import StoreConfig
 from memory.embedders import Vectors
 from memory.errors import DimensionMismatchError, StoreError
+from memory.record import SCHEMA_VERSION
 from memory.types import MemoryHit
 
 T = TypeVar("T")

@@ -25,8 +25,9 @@ import numpy as np
 import Stemmer
 
 from memory.embedders import Vectors
-from memory.metabolism import active_days, last_used, num
-from memory.store import to_chroma_metadata
+from memory.metabolism.decay import active_days
+from memory.record import last_used, num
+from memory.store.chroma import to_chroma_metadata
 from memory.types import MemoryHit
 
 logging.getLogger("bm25s").setLevel(logging.WARNING)  # it sets DEBUG on itself at import

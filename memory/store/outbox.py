@@ -20,8 +20,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from memory import READABLE_VERSIONS, SCHEMA_VERSION
 from memory.errors import OutboxBusyError, StoreError
+from memory.record import READABLE_VERSIONS, SCHEMA_VERSION
 from memory.types import Exchange, Scope
 
 SCHEMA = """

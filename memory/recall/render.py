@@ -1,0 +1,140 @@
+"""Rendering of recalled memories: the one renderer of injected text, shared by the proxy and
+the benchmarks."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Sequence
+from datetime import UTC, datetime
+
+from memory.recall.index import stamp
+from memory.tokens import count_tokens
+from memory.types import MemoryBlock, MemoryHit
+
+SHARED_MARK = "(shared knowledge) "
+"""Before a shared-tier memory's line: it was said by several users, not by this one."""
+
+
+MIN_MEMORY_TOKENS = 4
+"""The fewest tokens a rendered memory line takes (``- x`` plus the line break)."""
+MAX_MISFITS = 50
+"""Packing stops after this many memories in a row were too long for the space left."""
+CAUTION = (
+    "- Caution: an earlier exchange about a request like this one was judged harmful or "
+    "unhelpful to the user. Answer with care, within your principles."
+)
+"""The cautionary line a highly relevant repulsor adds, worded without the repulsor's own
+content (putting its text in the context would make the model attend to it: the "white bear"
+effect the source project warns of)."""
+_TAGS = re.compile(r"</?\s*memories\s*>", re.IGNORECASE)
+
+
+def event_date(hit: MemoryHit) -> str:
+    """``YYYY-MM-DD`` (UTC) of when the memory's exchange happened, or ``""`` if unknown.
+
+    >>> event_date(MemoryHit(id="a", text="", metadata={"event_at": 0.0}))
+    '1970-01-01'
+    """
+    stamp = hit.metadata.get("event_at", hit.metadata.get("created_at"))
+    if not isinstance(stamp, int | float):
+        return ""
+    return datetime.fromtimestamp(float(stamp), tz=UTC).strftime("%Y-%m-%d")
+
+
+def render_body(hit: MemoryHit) -> str:
+    """A memory's text on one line (line breaks folded to `` / ``).
+
+    A ``<memories>`` or ``</memories>`` tag inside the text is defused (``<\u200bmemories>``)
+    so a stored text cannot close the data block and pose as instructions.
+
+    >>> render_body(MemoryHit(id="a", text="User: hi\\nAssistant: hello", metadata={}))
+    'User: hi / Assistant: hello'
+    """
+    text = " / ".join(line.strip() for line in hit.text.splitlines() if line.strip())
+    text = _TAGS.sub(lambda m: m.group(0).replace("<", "<\u200b", 1), text)
+    return SHARED_MARK + text if hit.metadata.get("tier") == "shared" else text
+
+
+def render_memories(hits: Sequence[MemoryHit], caution: str | None = None) -> str:
+    """Memories grouped under their event date, oldest first, one bullet each.
+
+    >>> a = MemoryHit("a", "B said x", {"event_at": 86400.0})
+    >>> b = MemoryHit("b", "A said y", {"event_at": 0.0})
+    >>> print(render_memories([a, b]))
+    [1970-01-01]
+    - A said y
+    [1970-01-02]
+    - B said x
+    """
+    order = sorted(range(len(hits)), key=lambda i: (stamp(hits[i]), i))
+    lines: list[str] = [caution] if caution else []
+    current: str | None = None
+    for i in order:
+        date = event_date(hits[i])
+        if date != current:
+            current = date
+            if date:
+                lines.append(f"[{date}]")
+        lines.append(f"- {render_body(hits[i])}")
+    return "\n".join(lines)
+
+
+def render_block(
+    hits: Iterable[MemoryHit],
+    template: str,
+    max_tokens: int,
+    max_items: int | None = None,
+    caution: str | None = None,
+) -> MemoryBlock:
+    """Render ``hits`` (best first) into ``template`` within ``max_tokens`` cl100k tokens.
+
+    Memories are taken in rank order while they fit (at most ``max_items``); one that does not
+    fit is skipped and smaller ones after it may still go in; ``hits`` is consumed only until
+    the budget is nearly full (fewer than :data:`MIN_MEMORY_TOKENS` left) or
+    :data:`MAX_MISFITS` memories in a row did not fit, so it may be a lazy ranking of every
+    memory. They are shown grouped by event
+    date, oldest first, so the model can answer "when" questions; ``ids`` keep the rank order.
+    The returned ``text`` never exceeds ``max_tokens`` (the whole block is counted, template
+    included) and is ``""`` when no memory fits. A ``caution`` line (:data:`CAUTION`) goes
+    first when it fits, and alone when no memory does.
+
+    >>> hits = [MemoryHit(id=str(i), text="x " * 40, metadata={}) for i in range(5)]
+    >>> block = render_block(hits, "{memories}", 100)
+    >>> block.tokens <= 100, len(block.ids)
+    (True, 2)
+    """
+    used = count_tokens(template.replace("{memories}", ""))
+    if caution is not None:
+        if used + count_tokens(caution) + 1 > max_tokens:
+            caution = None
+        else:
+            used += count_tokens(caution) + 1
+    chosen: list[MemoryHit] = []
+    dates: set[str] = set()
+    misfits = 0
+    for hit in hits:
+        if max_items is not None and len(chosen) >= max_items:
+            break
+        if max_tokens - used < MIN_MEMORY_TOKENS or misfits >= MAX_MISFITS:
+            break
+        date = event_date(hit)
+        cost = count_tokens(f"- {render_body(hit)}") + 1
+        if date and date not in dates:
+            cost += count_tokens(f"[{date}]") + 1
+        if used + cost <= max_tokens:
+            chosen.append(hit)
+            dates.add(date)
+            used += cost
+            misfits = 0
+        else:
+            misfits += 1
+    while chosen or caution:
+        text = template.replace("{memories}", render_memories(chosen, caution))
+        tokens = count_tokens(text)
+        if tokens <= max_tokens:  # merges across joins can only shrink the count; check anyway
+            ids = tuple(h.id for h in chosen)
+            return MemoryBlock(text=text, ids=ids, tokens=tokens, caution=caution is not None)
+        if not chosen:
+            break
+        chosen.pop()
+    return MemoryBlock.empty()

@@ -1,0 +1,1 @@
+"""The write path: what an exchange becomes before it is stored."""
