@@ -217,7 +217,7 @@ DEFAULT_WEIGHTS = {
 
 
 class SymbiosisConfig(Frozen):
-    """The public definition of symbiosis and how it is scored (see ``memory.symbiosis``)."""
+    """The public definition of symbiosis and how it is scored (see ``memory.score.symbiosis``)."""
 
     enabled: bool = True
     scorer: Literal["default", "lexical"] = "default"

@@ -131,7 +131,7 @@ class MemoryRecord:
 
     def merged(self, update: Mapping[str, Any]) -> MemoryRecord:
         """The record with ``update`` (stored keys -> values, as
-        :meth:`memory.store.Store.update_metadata` takes them) set; as there, a None value
+        :meth:`memory.store.chroma.Store.update_metadata` takes them) set; as there, a None value
         leaves its key as it is."""
         values, stored, extra = _decode(update)
         changed = {k for k, v in update.items() if v is not None}
@@ -183,7 +183,7 @@ class MemoryRecord:
 
 def encoded(**fields: Any) -> dict[str, Scalar]:
     """``fields`` (field name -> value) as stored keys and values: a metadata update as
-    :meth:`memory.store.Store.update_metadata` takes it (None values are left out).
+    :meth:`memory.store.chroma.Store.update_metadata` takes it (None values are left out).
 
     >>> encoded(provenance=("e1", "e2"), dormant=True, phase=None)
     {'provenance': '["e1", "e2"]', 'dormant': True}

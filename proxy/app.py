@@ -46,17 +46,7 @@ async def upstream_session(app: web.Application) -> AsyncIterator[None]:
 def memory_for(config: Config, session: aiohttp.ClientSession) -> MemoryService:
     """The memory service ``config`` describes (nothing opened yet); ``session`` serves the
     HTTP embedders."""
-    return build_memory_service(
-        config.memory,
-        config.store,
-        config.embedder,
-        config.upstream.url,
-        session,
-        config.resilience,
-        config.symbiosis,
-        config.metabolism,
-        config.upstream.kind,
-    )
+    return build_memory_service(config, session)
 
 
 async def memory_service(app: web.Application) -> AsyncIterator[None]:

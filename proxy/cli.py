@@ -144,7 +144,7 @@ async def ingest_file(config: Config, path: Path, user: str) -> int:
 def score_file(config: Config, source: Path, target: Path) -> int:
     """Score every line of ``source`` into ``target``; returns the exit status (1 when a line
     was bad: it is reported with its number and skipped, the others are still scored)."""
-    from memory.symbiosis import Turn, make_scorer
+    from memory.score.symbiosis import Turn, make_scorer
 
     try:
         lines = source.read_text(encoding="utf-8").splitlines()
@@ -230,7 +230,7 @@ async def run_metabolize(config: Config, users: list[str] | None) -> int:
 
 def run_audit(config: Config, log_path: Path | None, ident: str | None) -> int:
     """Verify the score log's hash chain; exit status 1 when it is broken."""
-    from memory.audit import verify
+    from memory.store.score_log import verify
 
     store = config.store.path
     path = log_path or config.symbiosis.log_path or store.parent / f"{store.name}-scores.jsonl"

@@ -56,7 +56,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from memory.recall.render import CAUTION  # noqa: E402
-from memory.symbiosis_train import load_convai2  # noqa: E402
+from memory.score.symbiosis_train import load_convai2  # noqa: E402
 from proxy.app import create_app  # noqa: E402
 from proxy.chat import STATUS_HEADER  # noqa: E402
 from proxy.config import Config  # noqa: E402

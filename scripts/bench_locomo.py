@@ -52,6 +52,7 @@ from memory.recall.index import UserIndex
 from memory.recall.render import render_block, render_body
 from memory.service import MemoryService, build_memory_service
 from memory.types import MemoryHit, Scope
+from proxy.config import Config, UpstreamConfig
 
 CATEGORIES = {1: "multi-hop", 2: "temporal", 3: "open-domain", 4: "single-hop"}
 USER = "locomo"
@@ -114,15 +115,15 @@ async def run_conversation(
             k=500, candidates=args.candidates, max_tokens=args.budget, min_similarity=-1.0
         )
         async with aiohttp.ClientSession() as session:
-            service = build_memory_service(
-                memory,
-                StoreConfig(path=Path(tmp) / "chroma"),
-                EmbedderConfig(kind="sentence-transformers", model=args.embedder),
-                "http://127.0.0.1:9",
-                session,
+            config = Config(
+                memory=memory,
+                store=StoreConfig(path=Path(tmp) / "chroma"),
+                embedder=EmbedderConfig(kind="sentence-transformers", model=args.embedder),
+                upstream=UpstreamConfig(url="http://127.0.0.1:9"),
                 symbiosis=SymbiosisConfig(enabled=args.metabolism == "on"),
                 metabolism=MetabolismConfig(enabled=args.metabolism == "on"),
             )
+            service = build_memory_service(config, session)
             await service.start()
             try:
                 await ingest_and_ask(service, sample, turns, by_id, args, out, tally)

@@ -37,7 +37,7 @@ from aiohttp import web
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from memory.outbox import Outbox  # noqa: E402
+from memory.store.outbox import Outbox  # noqa: E402
 from memory.types import Exchange, Scope  # noqa: E402
 from proxy.app import create_app  # noqa: E402
 from proxy.config import Config  # noqa: E402

@@ -33,9 +33,9 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from memory import symbiosis_train as st  # noqa: E402
 from memory.config import SymbiosisConfig  # noqa: E402
-from memory.symbiosis import Classifiers, Scorer, Turn, load_encoder  # noqa: E402
+from memory.score import symbiosis_train as st  # noqa: E402
+from memory.score.symbiosis import Classifiers, Scorer, Turn, load_encoder  # noqa: E402
 
 REFUSALS = (
     "I'm sorry, but I can't help with that.",

@@ -23,8 +23,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from memory import symbiosis_train as st  # noqa: E402
-from memory.symbiosis import MODEL_PATH, load_encoder  # noqa: E402
+from memory.score import symbiosis_train as st  # noqa: E402
+from memory.score.symbiosis import MODEL_PATH, load_encoder  # noqa: E402
 
 
 def main() -> int:

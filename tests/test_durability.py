@@ -12,8 +12,8 @@ import ollama
 import pytest
 
 from memory.errors import OutboxBusyError
-from memory.outbox import Outbox, exchange_from_json, exchange_to_json
 from memory.record import SCHEMA_VERSION
+from memory.store.outbox import Outbox, exchange_from_json, exchange_to_json
 from memory.types import Exchange, Scope
 from testing.fake_upstream import FakeOllama
 from testing.net import free_port, wait_listening

@@ -9,10 +9,10 @@ from collections.abc import Callable
 
 import pytest
 
-from memory.audit import verify
 from memory.config import SymbiosisConfig
-from memory.judge import RUBRIC_SCHEMA, Judge, JudgeError, parse_rating
-from memory.symbiosis import Scorer
+from memory.score.judge import RUBRIC_SCHEMA, Judge, JudgeError, parse_rating
+from memory.score.symbiosis import Scorer
+from memory.store.score_log import verify
 from testing.fake_upstream import FakeOllama
 from tests.conftest import StartProxy
 

@@ -14,7 +14,7 @@ import numpy as np
 import ollama
 
 from memory.config import StoreConfig
-from memory.store import ChromaStore
+from memory.store.chroma import ChromaStore
 from testing.fake_upstream import TAGS_BODY, FakeOllama, embed_text
 from testing.net import free_port, wait_listening
 

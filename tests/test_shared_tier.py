@@ -8,7 +8,7 @@ import numpy as np
 
 from memory.config import MetabolismConfig
 from memory.metabolism.resonance import resonate, user_tag
-from memory.store import SHARED
+from memory.store.chroma import SHARED
 from memory.types import MemoryHit
 from testing.fake_upstream import FakeOllama
 from tests.conftest import RunningProxy, StartProxy

@@ -15,7 +15,7 @@ import pytest
 
 from memory.config import StoreConfig
 from memory.errors import DimensionMismatchError, StoreError
-from memory.store import ChromaStore
+from memory.store.chroma import ChromaStore
 from proxy.app import create_app
 from testing.fake_upstream import FakeOllama
 from testing.net import free_port

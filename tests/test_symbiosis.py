@@ -8,9 +8,9 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from memory.audit import ScoreLog, verify
 from memory.config import SymbiosisConfig
-from memory.symbiosis import Turn, make_scorer
+from memory.score.symbiosis import Turn, make_scorer
+from memory.store.score_log import ScoreLog, verify
 from memory.types import Exchange, Scope
 from proxy.cli import main
 from tests.conftest import RunningProxy

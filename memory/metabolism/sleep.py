@@ -17,7 +17,7 @@ from memory.metabolism.decay import active_days, effective_strength, next_screen
 from memory.metabolism.resonance import says_same
 from memory.recall.index import session_order, unit_rows
 from memory.record import SCHEMA_VERSION, MemoryRecord, encoded, split_exchange
-from memory.symbiosis import RETENTION, Scorer, Turn, next_turn_kind
+from memory.score.symbiosis import RETENTION, Scorer, Turn, next_turn_kind
 from memory.types import MemoryHit
 from memory.write.gate import importance
 
@@ -53,7 +53,7 @@ class CycleReport:
     dormant: int = 0
     quadrants: dict[str, int] = field(default_factory=dict)
     log: list[dict[str, Any]] = field(default_factory=list)
-    """Score-log records of revisions (for :class:`memory.audit.ScoreLog`)."""
+    """Score-log records of revisions (for :class:`memory.store.score_log.ScoreLog`)."""
 
 
 def _day(stamp: float) -> str:
@@ -117,7 +117,7 @@ def _migrate(cycle: _Cycle, scorer: Scorer, threshold: float) -> None:
 
 def _hindsight(cycle: _Cycle, user: str, scorer: Scorer, threshold: float) -> None:
     """Hindsight: the user's next turn in the same session is implicit feedback on an
-    exchange (:data:`memory.symbiosis.RETENTION`); scores already final are kept."""
+    exchange (:data:`memory.score.symbiosis.RETENTION`); scores already final are kept."""
     hits, unit, report = cycle.hits, cycle.unit, cycle.report
     _, nxt = session_order(hits)
     for i, record in enumerate(cycle.records):

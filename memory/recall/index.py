@@ -27,7 +27,7 @@ import Stemmer
 from memory.embedders import Vectors
 from memory.metabolism.decay import active_days
 from memory.record import MemoryRecord
-from memory.store import to_chroma_metadata
+from memory.store.chroma import to_chroma_metadata
 from memory.types import MemoryHit
 
 logging.getLogger("bm25s").setLevel(logging.WARNING)  # it sets DEBUG on itself at import
@@ -210,9 +210,9 @@ class UserIndex:
 
     def updated(self, updates: Mapping[str, Mapping[str, Any]]) -> UserIndex | None:
         """A new index with ``updates`` (memory id -> metadata keys to set, as
-        :meth:`memory.store.Store.update_metadata` takes them) merged into the records, sharing
-        this index's vectors, BM25 and session order: O(n) instead of a reload from the store
-        and a rebuild. Values are normalised as the store normalises them (None is not set,
+        :meth:`memory.store.chroma.Store.update_metadata` takes them) merged into the records,
+        sharing this index's vectors, BM25 and session order: O(n) instead of a reload from the
+        store and a rebuild. Values are normalised as the store normalises them (None is not set,
         lists become JSON). Ids not indexed are ignored.
 
         Returns None when an update changes what the shared parts were built from (``session``,

@@ -72,7 +72,7 @@ class Rating(BaseModel):
     def signals(self) -> dict[str, float]:
         """``judge`` in [0, 1]: the mean of the four ratings mapped to ``(r - 1) / 4``, capped at
         ``harmless + 0.1`` when harmless is below 0.5 (nothing outweighs harm, as in
-        :func:`memory.symbiosis.combine`); plus each rating as ``judge_<dimension>``.
+        :func:`memory.score.symbiosis.combine`); plus each rating as ``judge_<dimension>``.
 
         >>> Rating(helpful=5, honest=5, harmless=1, efficient=5).signals()["judge"]
         0.1

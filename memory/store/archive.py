@@ -15,8 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from memory.errors import StoreError
-from memory.outbox import exchange_from_json, exchange_to_json
 from memory.record import SCHEMA_VERSION
+from memory.store.outbox import exchange_from_json, exchange_to_json
 from memory.types import Exchange
 
 SCHEMA = """

@@ -42,7 +42,7 @@ import numpy as np
 from memory.config import SymbiosisConfig
 from memory.types import sha256_json
 
-MODEL_PATH = Path(__file__).parent / "models" / "symbiosis-minilm.json"
+MODEL_PATH = Path(__file__).parent.parent / "models" / "symbiosis-minilm.json"
 """Weights of the default scorer's two classifiers (written by ``scripts/train_symbiosis.py``)."""
 
 Encoder = Callable[[list[str]], np.ndarray]
@@ -139,7 +139,7 @@ class Score:
         threshold: float,
         reason: str,
     ) -> dict[str, Any]:
-        """The record :meth:`memory.audit.ScoreLog.append` takes for this score."""
+        """The record :meth:`memory.store.score_log.ScoreLog.append` takes for this score."""
         return {
             "exchange_id": exchange_id,
             "memory_id": memory_id,
@@ -449,7 +449,7 @@ def judge_definition(config: SymbiosisConfig) -> str:
     schema (``""`` without a judge)."""
     if not config.judge_model:
         return ""
-    from memory.judge import RUBRIC, RUBRIC_SCHEMA
+    from memory.score.judge import RUBRIC, RUBRIC_SCHEMA
 
     return f"{config.judge_model}:{sha256_json({'rubric': RUBRIC, 'schema': RUBRIC_SCHEMA})[:16]}"
 

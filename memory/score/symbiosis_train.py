@@ -1,4 +1,4 @@
-"""Training and evaluation data of the default symbiosis scorer (``memory.symbiosis``).
+"""Training and evaluation data of the default symbiosis scorer (``memory.score.symbiosis``).
 
 Readers of the evaluation sets in ``../shared/data`` (see its README for sources and licences)
 and the two trainers. scikit-learn (a dependency of sentence-transformers, so present with the
@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-BENIGN_PATH = Path(__file__).parent / "models" / "benign_requests.txt"
+BENIGN_PATH = Path(__file__).parent.parent / "models" / "benign_requests.txt"
 BENIGN_WEIGHT = 10
 """Sample weight of each hand-written benign request: they are few (about 90) against 400
 harmful ones, and they are what teaches the classifier that "kill a Python process" is not a

@@ -1,0 +1,148 @@
+"""In-memory caches of the store that recall reads: one :class:`~memory.index.UserIndex` per
+user (:class:`IndexCache`) and the shared tier's awake memories (:class:`SharedTier`).
+
+Both are caches of the store and say how they stay current. The index cache is told of every
+change this process makes (writes, metadata updates, deletes) and applies them in order in
+one background task per user; a user's index is built from the store when first asked for
+(:meth:`IndexCache.load`). The shared tier is written only by sleep cycles; its copy is
+reloaded when older than :data:`SharedTier.REFRESH_S` (a cycle run by another process shows up
+within that), in the background, when a reader asks for it (:meth:`SharedTier.refresh_if_stale`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import time
+
+import numpy as np
+
+from memory.errors import MemoryLayerError, StoreError
+from memory.recall.index import IndexChange, UserIndex, apply_changes, unit_rows
+from memory.store.chroma import SHARED, Store
+from memory.types import MemoryHit
+
+log = logging.getLogger(__name__)
+
+
+class IndexCache:
+    """The users' in-memory indexes over ``store`` (the raw store: a reload is not a
+    latency-critical call). Unbounded: one index per user recalled since start."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self._index: dict[str, UserIndex] = {}
+        self._pending: dict[str, list[IndexChange]] = {}
+        self._reload: set[str] = set()
+        self._tasks: dict[str, asyncio.Task[None]] = {}
+
+    def loaded(self, user: str) -> UserIndex | None:
+        """The user's index as it is now, or None when it is not built (never loads)."""
+        return self._index.get(user)
+
+    def busy(self, user: str) -> bool:
+        """Whether a build or an update of the user's index is running."""
+        return user in self._tasks
+
+    def load(self, user: str) -> None:
+        """Start (re)building the user's index from the store in the background."""
+        self.changed(user)
+
+    def changed(self, user: str, change: IndexChange | None = None) -> None:
+        """Memories of ``user`` were written (``change``: their records and vectors), had
+        metadata updated (``change``: memory id -> keys set, as given to the store), or were
+        deleted (None): extend or update the index in place, or reload it from the store, in
+        the background, in the order the changes happened."""
+        if change is not None:
+            if user not in self._index and user not in self._tasks:
+                return  # not loaded: built from the store at the user's first recall
+            self._pending.setdefault(user, []).append(change)
+        else:
+            self._reload.add(user)
+        if user not in self._tasks:
+            task = asyncio.create_task(self._update(user), name=f"index-{user[:16]}")
+            self._tasks[user] = task
+
+    def forget(self, user: str) -> None:
+        """Drop the user's index now and reload it (a deleted memory must not be recalled
+        meanwhile)."""
+        self._index.pop(user, None)
+        self.changed(user)
+
+    async def ready(self, user: str) -> None:
+        """Wait until the user's index reflects every memory written so far (building it if
+        it is not loaded)."""
+        if user not in self._index:
+            self.changed(user)
+        while (task := self._tasks.get(user)) is not None:
+            await asyncio.shield(task)
+
+    async def close(self) -> None:
+        """Cancel the running builds and updates."""
+        for task in list(self._tasks.values()):
+            task.cancel()
+        await asyncio.gather(*self._tasks.values(), return_exceptions=True)
+
+    async def _update(self, user: str) -> None:
+        try:
+            while user in self._reload or self._pending.get(user):
+                if user in self._reload or user not in self._index:
+                    self._reload.discard(user)
+                    self._pending.pop(user, None)  # the reload sees them
+                    self._index[user] = await self._build(user)
+                    continue
+                changes = self._pending.pop(user, [])
+                index = await asyncio.to_thread(apply_changes, self._index[user], changes)
+                if index is None:
+                    self._reload.add(user)  # the old index serves recall meanwhile
+                else:
+                    self._index[user] = index
+        except MemoryLayerError as exc:
+            log.warning("memory index not rebuilt, recall asks the store for now: %s", exc)
+        finally:
+            self._tasks.pop(user, None)
+
+    async def _build(self, user: str) -> UserIndex:
+        hits, vectors = await self.store.snapshot(user)
+        dense = vectors if vectors.shape[0] == len(hits) and len(hits) else None
+        return await asyncio.to_thread(UserIndex, hits, dense)
+
+
+class SharedTier:
+    """The shared tier's awake memories and their unit vectors, read from ``store``."""
+
+    REFRESH_S = 60.0
+    """How old the copy may get before :meth:`refresh_if_stale` reloads it."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self.memories: tuple[list[MemoryHit], np.ndarray] = ([], np.zeros((0, 0), np.float32))
+        """``(hits, unit vectors (n, dim))`` as last loaded."""
+        self._loaded_at = -math.inf
+        self._task: asyncio.Task[None] | None = None
+
+    def refresh_if_stale(self) -> None:
+        """Start a background reload when the copy is older than :data:`REFRESH_S` (a reader
+        never waits for the store here)."""
+        stale = time.monotonic() - self._loaded_at > self.REFRESH_S
+        if stale and (self._task is None or self._task.done()):
+            self._task = asyncio.create_task(self.load(), name="shared-tier")
+
+    async def load(self) -> None:
+        """Read the shared tier's awake memories (a failure keeps the old copy)."""
+        self._loaded_at = time.monotonic()
+        try:
+            hits, vectors = await self.store.snapshot(SHARED)
+        except StoreError as exc:
+            log.warning("shared tier not reloaded: %s", exc)
+            return
+        keep = [i for i, h in enumerate(hits) if not h.metadata.get("dormant")]
+        unit = unit_rows(vectors[keep]) if keep else np.zeros((0, 0), np.float32)
+        self.memories = ([hits[i] for i in keep], unit)
+
+    async def close(self) -> None:
+        """Cancel a running reload."""
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
