@@ -131,7 +131,7 @@ class MemoryRecord:
 
     def merged(self, update: Mapping[str, Any]) -> MemoryRecord:
         """The record with ``update`` (stored keys -> values, as
-        :meth:`memory.store.Store.update_metadata` takes them) set; as there, a None value
+        :meth:`memory.store.chroma.Store.update_metadata` takes them) set; as there, a None value
         leaves its key as it is."""
         values, stored, extra = _decode(update)
         changed = {k for k, v in update.items() if v is not None}
@@ -181,31 +181,9 @@ class MemoryRecord:
         return self.phase == "screened"
 
 
-def num(meta: dict[str, Any], key: str, default: float = 0.0) -> float:
-    """A numeric metadata value, or ``default``."""
-    value = meta.get(key)
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return default
-    return float(value)
-
-
-def last_used(meta: dict[str, Any]) -> float:
-    """When a memory was last said, recalled or reinforced (Unix seconds; 0 if unknown)."""
-    return max(
-        num(meta, "event_at", num(meta, "created_at")),
-        num(meta, "last_access_at"),
-        num(meta, "last_reinforced_at"),
-    )
-
-
-def uses(meta: dict[str, Any]) -> int:
-    """Recalls plus reinforcements of a memory."""
-    return int(num(meta, "access_count") + num(meta, "reinforcements"))
-
-
 def encoded(**fields: Any) -> dict[str, Scalar]:
     """``fields`` (field name -> value) as stored keys and values: a metadata update as
-    :meth:`memory.store.Store.update_metadata` takes it (None values are left out).
+    :meth:`memory.store.chroma.Store.update_metadata` takes it (None values are left out).
 
     >>> encoded(provenance=("e1", "e2"), dormant=True, phase=None)
     {'provenance': '["e1", "e2"]', 'dormant': True}

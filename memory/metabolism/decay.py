@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from memory.config import MetabolismConfig
+from memory.record import MemoryRecord
 
 DAY_S = 86400.0
 """Seconds in a day."""
@@ -47,3 +50,28 @@ def effective_strength(
         half_life = half_life * (0.5 + np.clip(np.asarray(symbiosis, dtype=np.float64), 0, 1))
     out: np.ndarray = np.asarray(strength, dtype=np.float64) * np.exp2(-after / half_life)
     return out
+
+
+def next_screened(record: MemoryRecord, days: np.ndarray, config: MetabolismConfig) -> bool:
+    """Whether a memory is in the screened phase after this sleep cycle, with hysteresis: a
+    free memory is screened once used ``screen_at`` times; a screened one goes back to free
+    only when it was used fewer than ``free_below`` times since the last cycle and has been
+    idle for ``half_life_free_days`` of the user's active ``days``.
+
+    >>> cfg = MetabolismConfig(screen_at=3, free_below=1, half_life_free_days=2)
+    >>> used = MemoryRecord.create("m", "", access_count=3, phase="free")
+    >>> next_screened(used, np.arange(5.0), cfg)
+    True
+    >>> idle = MemoryRecord.create("m", "", phase="screened", event_at=0.0)
+    >>> next_screened(idle, np.arange(5.0), cfg), next_screened(idle, np.arange(2.0), cfg)
+    (False, True)
+    """
+    screened = record.screened
+    if not screened and record.uses >= config.screen_at:
+        return True
+    if screened and record.uses - record.uses_at_cycle < config.free_below:
+        last_day = math.floor(record.last_used / DAY_S)
+        idle = len(days) - np.searchsorted(days, last_day, "right")
+        if idle >= config.half_life_free_days:
+            return False
+    return screened

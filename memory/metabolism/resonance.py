@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import json
 import math
 import re
 from collections.abc import Sequence
@@ -14,7 +13,7 @@ import numpy as np
 
 from memory.config import MetabolismConfig
 from memory.metabolism.clusters import clusters
-from memory.record import SCHEMA_VERSION, num, split_exchange
+from memory.record import NEUTRAL_SYMBIOSIS, SCHEMA_VERSION, MemoryRecord, encoded, split_exchange
 from memory.types import MemoryHit
 from memory.write.gate import PERSONAL, STOP, WORD
 
@@ -55,8 +54,8 @@ def shareable(hit: MemoryHit) -> bool:
     """Whether a user's memory may confirm a shared one: long-term (tier ``user``), awake, an
     attractor, and not personal (no first person, preference or correction in the user's turn:
     :data:`PERSONAL`), so "I live in Lisbon" said by three users is never shared."""
-    meta = hit.metadata
-    if meta.get("tier") != "user" or meta.get("dormant") or meta.get("polarity") == "repulsor":
+    record = hit.record
+    if record.tier != "user" or record.dormant or record.repulsor:
         return False
     return not PERSONAL.search(split_exchange(hit.text)[0])
 
@@ -79,7 +78,7 @@ def resonate(
     shared_vectors: np.ndarray,
     config: MetabolismConfig,
     now: float,
-) -> tuple[list[tuple[str, str, np.ndarray, dict[str, Any]]], dict[str, dict[str, Any]], Resonance]:
+) -> tuple[list[NewShared], dict[str, dict[str, Any]], Resonance]:
     """One resonance pass over every user's awake memories.
 
     Args:
@@ -105,31 +104,66 @@ def resonate(
         ``(new, updates, report)``: new shared memories as ``(id, text, vector, metadata)``,
         metadata updates of existing ones (id -> keys), and counts.
     """
-    report = Resonance(shared=len(shared))
-    if not memories:
-        vectors = np.zeros((0, shared_vectors.shape[1] if shared_vectors.ndim == 2 else 0))
-    else:
-        vectors = np.stack([v for _, _, v in memories]).astype(np.float32)
-    tags = [user_tag(u) for u, _, _ in memories]
-    texts = [h.text for _, h, _ in memories]
-    can_confirm = np.array([shareable(h) for _, h, _ in memories], dtype=bool)
-    repulsor = np.array([h.metadata.get("polarity") == "repulsor" for _, h, _ in memories])
-    report.candidates = int(can_confirm.sum())
+    voices = _Voices(memories, shared_vectors, config.shared_similarity)
+    report = Resonance(shared=len(shared), candidates=int(voices.can_confirm.sum()))
+    updates, covered = _review_shared(voices, shared, shared_vectors, config, now, report)
+    new = _new_shared(voices, covered, config, now, report)
+    return new, updates, report
 
-    def verdict(text: str, sims: np.ndarray) -> tuple[set[str], set[str], list[int]]:
-        """Users confirming and contradicting ``text``, and the memories that confirm it."""
-        near = np.flatnonzero(sims >= config.shared_similarity).tolist()
-        same = {i: says_same(text, texts[i]) for i in near}
-        confirming = [i for i in near if can_confirm[i] and same[i]]
-        confirm = {tags[i] for i in confirming}
-        against = {tags[i] for i in near if repulsor[i] or not same[i]}
+
+NewShared = tuple[str, str, np.ndarray, dict[str, Any]]
+"""A new shared memory: ``(id, text, unit vector of shape (dim,), metadata)``."""
+
+
+class _Voices:
+    """Every user's awake memories as evidence for or against a text: their unit vectors,
+    shape ``(n, dim)``, user tags, texts, which may confirm (:func:`shareable`) and which are
+    repulsors."""
+
+    def __init__(
+        self,
+        memories: Sequence[tuple[str, MemoryHit, np.ndarray]],
+        shared_vectors: np.ndarray,
+        similarity: float,
+    ) -> None:
+        if not memories:
+            dim = shared_vectors.shape[1] if shared_vectors.ndim == 2 else 0
+            self.vectors = np.zeros((0, dim))
+        else:
+            self.vectors = np.stack([v for _, _, v in memories]).astype(np.float32)
+        self.hits = [h for _, h, _ in memories]
+        self.tags = [user_tag(u) for u, _, _ in memories]
+        self.texts = [h.text for h in self.hits]
+        self.can_confirm = np.array([shareable(h) for h in self.hits], dtype=bool)
+        self.repulsor = np.array([h.record.repulsor for h in self.hits], dtype=bool)
+        self.similarity = similarity
+
+    def verdict(self, text: str, sims: np.ndarray) -> tuple[set[str], set[str], list[int]]:
+        """Users confirming and contradicting ``text`` (``sims``: cosine of each memory to
+        it, shape ``(n,)``), and the memories that confirm it."""
+        near = np.flatnonzero(sims >= self.similarity).tolist()
+        same = {i: says_same(text, self.texts[i]) for i in near}
+        confirming = [i for i in near if self.can_confirm[i] and same[i]]
+        confirm = {self.tags[i] for i in confirming}
+        against = {self.tags[i] for i in near if self.repulsor[i] or not same[i]}
         return confirm, against - confirm, confirming
 
+
+def _review_shared(
+    voices: _Voices,
+    shared: Sequence[MemoryHit],
+    shared_vectors: np.ndarray,
+    config: MetabolismConfig,
+    now: float,
+    report: Resonance,
+) -> tuple[dict[str, dict[str, Any]], np.ndarray]:
+    """Confirm or drop each shared memory; returns the metadata updates and which of the
+    users' memories an existing shared memory already says (shape ``(n,)`` bool)."""
     updates: dict[str, dict[str, Any]] = {}
-    covered = np.zeros(len(memories), dtype=bool)
+    covered = np.zeros(len(voices.hits), dtype=bool)
     for s, hit in enumerate(shared):
-        sims = vectors @ shared_vectors[s] if len(memories) else np.zeros(0)
-        confirm, against, confirming = verdict(hit.text, sims)
+        sims = voices.vectors @ shared_vectors[s] if len(voices.hits) else np.zeros(0)
+        confirm, against, confirming = voices.verdict(hit.text, sims)
         covered[confirming] = True  # what they say is shared already
         if len(confirm) < config.shared_min_users:
             reason: str | None = "unsupported"
@@ -137,14 +171,14 @@ def resonate(
             reason = "contradicted"
         else:
             reason = None
-        was = hit.metadata.get("dropped")
-        update: dict[str, Any] = {
-            "confirmations": len(confirm),
-            "contradictions": len(against),
-            "supporters": json.dumps(sorted(confirm)),
-            "dormant": reason is not None,
-            "dropped": reason or "",
-        }
+        update: dict[str, Any] = encoded(
+            confirmations=len(confirm),
+            contradictions=len(against),
+            supporters=tuple(sorted(confirm)),
+            dormant=reason is not None,
+            dropped=reason or "",
+        )
+        was = hit.record.dropped
         if reason == "unsupported" and was != reason:
             report.dropped_unsupported += 1
         elif reason == "contradicted" and was != reason:
@@ -153,45 +187,61 @@ def resonate(
             report.confirmed += 1
             update["last_reinforced_at"] = now
         updates[hit.id] = update
-    # New clusters among shareable memories that no shared memory already says.
-    pool = np.flatnonzero(can_confirm & ~covered)
-    new: list[tuple[str, str, np.ndarray, dict[str, Any]]] = []
-    if len(pool) >= config.shared_min_users:
-        sims = vectors[pool] @ vectors[pool].T
-        groups = clusters(
-            sims >= config.shared_similarity,
-            lambda a, b: says_same(texts[pool[a]], texts[pool[b]]),
-        )
-        found = []
-        for members in groups:
-            if len({tags[pool[a]] for a in members}) < config.shared_min_users:
-                continue
-            medoid = pool[max(members, key=lambda a: float(sims[a, members].sum()))]
-            confirm, against, confirming = verdict(texts[medoid], vectors @ vectors[medoid])
-            if len(confirm) >= config.shared_min_users and len(against) < len(confirm):
-                found.append((len(confirm), int(medoid), confirm, against, confirming))
-        bandwidth = max(1, math.ceil(config.shared_bandwidth * report.candidates))
-        best = sorted(found, key=lambda f: -f[0])[:bandwidth]
-        for support, medoid, confirm, against, confirming in best:
-            _, hit, _ = memories[medoid]
-            symbiosis = [num(memories[i][1].metadata, "symbiosis", 0.5) for i in confirming]
-            text = hit.text
-            meta = {
-                "tier": "shared",
-                "polarity": "attractor",
-                "symbiosis": round(float(np.mean(symbiosis)), 6) if symbiosis else 0.5,
-                "confirmations": support,
-                "contradictions": len(against),
-                "supporters": json.dumps(sorted(confirm)),
-                "created_at": now,
-                "event_at": num(hit.metadata, "event_at", now),
-                "strength": 1.0,
-                "dormant": False,
-                "dropped": "",
-                "schema_version": SCHEMA_VERSION,
-                "embedder": hit.metadata.get("embedder", ""),
-            }
-            sid = "shared-" + hashlib.sha256(text.encode("utf-8")).hexdigest()[:32]
-            new.append((sid, text, vectors[medoid], meta))
-            report.promoted += 1
-    return new, updates, report
+    return updates, covered
+
+
+def _new_shared(
+    voices: _Voices, covered: np.ndarray, config: MetabolismConfig, now: float, report: Resonance
+) -> list[NewShared]:
+    """New shared memories: clusters of shareable memories no shared memory says yet,
+    confirmed by enough users and not contradicted, best confirmed first, within the
+    bandwidth."""
+    pool = np.flatnonzero(voices.can_confirm & ~covered)
+    if len(pool) < config.shared_min_users:
+        return []
+    sims = voices.vectors[pool] @ voices.vectors[pool].T
+    texts, tags = voices.texts, voices.tags
+    groups = clusters(
+        sims >= config.shared_similarity, lambda a, b: says_same(texts[pool[a]], texts[pool[b]])
+    )
+    found = []
+    for members in groups:
+        if len({tags[pool[a]] for a in members}) < config.shared_min_users:
+            continue
+        medoid = pool[max(members, key=lambda a: float(sims[a, members].sum()))]
+        vector = voices.vectors[medoid]
+        confirm, against, confirming = voices.verdict(texts[medoid], voices.vectors @ vector)
+        if len(confirm) >= config.shared_min_users and len(against) < len(confirm):
+            found.append((len(confirm), int(medoid), confirm, against, confirming))
+    bandwidth = max(1, math.ceil(config.shared_bandwidth * report.candidates))
+    new = []
+    for _, medoid, confirm, against, confirming in sorted(found, key=lambda f: -f[0])[:bandwidth]:
+        hit = voices.hits[medoid]
+        symbiosis = [voices.hits[i].record.symbiosis for i in confirming]
+        meta = _shared_metadata(hit.record, symbiosis, confirm, len(against), now)
+        sid = "shared-" + hashlib.sha256(hit.text.encode("utf-8")).hexdigest()[:32]
+        new.append((sid, hit.text, voices.vectors[medoid], meta))
+        report.promoted += 1
+    return new
+
+
+def _shared_metadata(
+    medoid: MemoryRecord, symbiosis: list[float], confirm: set[str], against: int, now: float
+) -> dict[str, Any]:
+    """What a new shared memory stores: the mean symbiosis of the memories that confirm it,
+    the counts and pseudonymous tags of its users, and the medoid's event time."""
+    return encoded(
+        tier="shared",
+        polarity="attractor",
+        symbiosis=round(float(np.mean(symbiosis)), 6) if symbiosis else NEUTRAL_SYMBIOSIS,
+        confirmations=len(confirm),
+        contradictions=against,
+        supporters=tuple(sorted(confirm)),
+        created_at=now,
+        event_at=medoid.event_at if medoid.event_at is not None else now,
+        strength=1.0,
+        dormant=False,
+        dropped="",
+        schema_version=SCHEMA_VERSION,
+        embedder=medoid.embedder or "",
+    )

@@ -1,8 +1,8 @@
-"""The sleep cycle over one user's memories (:func:`metabolize_user`)."""
+"""The sleep cycle over one user's memories (:func:`metabolize_user`), in stages: migration to
+schema 3, hindsight rescoring, consolidation, phases and dormancy, promotion."""
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -13,19 +13,16 @@ import numpy as np
 
 from memory.config import MetabolismConfig
 from memory.metabolism.clusters import clusters
-from memory.metabolism.decay import DAY_S, active_days, effective_strength
+from memory.metabolism.decay import active_days, effective_strength, next_screened
 from memory.metabolism.resonance import says_same
 from memory.recall.index import session_order, unit_rows
 from memory.record import (
     SCHEMA_VERSION,
-    last_used,
-    num,
-    provenance,
-    signals_of,
+    MemoryRecord,
+    encoded,
     split_exchange,
-    uses,
 )
-from memory.score.symbiosis import RETENTION, Score, Scorer, Turn, next_turn_kind
+from memory.score.symbiosis import RETENTION, Scorer, Turn, next_turn_kind
 from memory.types import MemoryHit
 from memory.write.gate import importance
 
@@ -61,11 +58,30 @@ class CycleReport:
     dormant: int = 0
     quadrants: dict[str, int] = field(default_factory=dict)
     log: list[dict[str, Any]] = field(default_factory=list)
-    """Score-log records of revisions (for :class:`memory.audit.ScoreLog`)."""
+    """Score-log records of revisions (for :class:`memory.store.score_log.ScoreLog`)."""
 
 
 def _day(stamp: float) -> str:
     return datetime.fromtimestamp(stamp, tz=UTC).strftime("%Y-%m-%d")
+
+
+class _Cycle:
+    """One user's memories during a sleep cycle: each record with the changes so far applied
+    (later stages read what earlier ones decided), and the changes themselves."""
+
+    def __init__(self, hits: Sequence[MemoryHit], vectors: np.ndarray) -> None:
+        self.hits = hits
+        self.records: list[MemoryRecord] = [h.record for h in hits]
+        self.updates: dict[str, dict[str, Any]] = {h.id: {} for h in hits}
+        self.unit = unit_rows(vectors) if len(vectors) == len(hits) else None
+        """Unit vectors, shape ``(n, dim)``, or None when the store returned none."""
+        self.report = CycleReport(memories=len(hits))
+
+    def put(self, i: int, **fields: Any) -> None:
+        """Set ``fields`` (record field -> value) on memory ``i``."""
+        update = encoded(**fields)
+        self.updates[self.hits[i].id].update(update)
+        self.records[i] = self.records[i].merged(update)
 
 
 def metabolize_user(
@@ -81,126 +97,145 @@ def metabolize_user(
     empty). Returns the metadata updates (memory id -> keys to set) and a report; changes
     nothing itself. Consolidated memories become dormant with ``consolidated_into`` set: the
     sleep cycle never deletes."""
-    report = CycleReport(memories=len(hits))
+    cycle = _Cycle(hits, vectors)
     if not hits:
-        return {}, report
-    metas = [dict(h.metadata) for h in hits]
-    updates: dict[str, dict[str, Any]] = {h.id: {} for h in hits}
+        return {}, cycle.report
+    _migrate(cycle, scorer, threshold)
+    _hindsight(cycle, user, scorer, threshold)
+    _consolidate(cycle, config.consolidate_similarity, now)
+    promotable = _phases(cycle, threshold, config)
+    _promote(cycle, promotable, config.promotion_bandwidth)
+    return {k: v for k, v in cycle.updates.items() if v}, cycle.report
 
-    def put(i: int, **values: Any) -> None:
-        updates[hits[i].id].update(values)
-        metas[i].update(values)
 
-    # Migration to schema 3: score memories written before scoring existed.
-    unscored = [i for i, m in enumerate(metas) if "symbiosis" not in m]
-    if unscored:
-        turns = [Turn(*split_exchange(hits[i].text)) for i in unscored]
-        for i, score in zip(unscored, scorer.score(turns), strict=True):
-            put(i, **score.as_metadata(threshold), schema_version=SCHEMA_VERSION)
-            put(i, importance=round(importance(*split_exchange(hits[i].text)), 4))
-            report.migrated += 1
-    # Hindsight: the next turn in the same session is implicit feedback.
-    unit = unit_rows(vectors) if len(vectors) == len(hits) else None
+def _migrate(cycle: _Cycle, scorer: Scorer, threshold: float) -> None:
+    """Migration to schema 3: score the memories written before scoring existed."""
+    unscored = [i for i, r in enumerate(cycle.records) if not r.scored]
+    if not unscored:
+        return
+    turns = [Turn(*split_exchange(cycle.hits[i].text)) for i in unscored]
+    for i, score in zip(unscored, scorer.score(turns), strict=True):
+        cycle.put(i, **score.as_metadata(threshold), schema_version=SCHEMA_VERSION)
+        cycle.put(i, importance=round(importance(*split_exchange(cycle.hits[i].text)), 4))
+        cycle.report.migrated += 1
+
+
+def _hindsight(cycle: _Cycle, user: str, scorer: Scorer, threshold: float) -> None:
+    """Hindsight: the user's next turn in the same session is implicit feedback on an
+    exchange (:data:`memory.score.symbiosis.RETENTION`); scores already final are kept."""
+    hits, unit, report = cycle.hits, cycle.unit, cycle.report
     _, nxt = session_order(hits)
-    for i, meta in enumerate(metas):
+    for i, record in enumerate(cycle.records):
         j = int(nxt[i])
-        if j < 0 or meta.get("symbiosis_provisional") is False:
+        if j < 0 or record.symbiosis_provisional is False:
             continue
         if not split_exchange(hits[i].text)[1] or not split_exchange(hits[j].text)[1]:
             continue  # single messages (ingested history): the next one is not a reaction
-        signals = signals_of(meta)
-        next_user = split_exchange(hits[j].text)[0]
+        signals = dict(record.symbiosis_signals)
         similarity = float(unit[i] @ unit[j]) if unit is not None else None
-        signals["user_retention"] = RETENTION[next_turn_kind(next_user, similarity)]
-        revised: Score = scorer.revise(signals)
-        before = num(meta, "symbiosis", 0.5)
-        put(i, **revised.as_metadata(threshold))
+        kind = next_turn_kind(split_exchange(hits[j].text)[0], similarity)
+        signals["user_retention"] = RETENTION[kind]
+        revised = scorer.revise(signals)
+        cycle.put(i, **revised.as_metadata(threshold))
         report.revised += 1
-        if (before <= threshold) != (revised.value <= threshold):
+        if (record.symbiosis <= threshold) != (revised.value <= threshold):
             report.flipped += 1
         report.log.append(
-            revised.log_record(meta.get("exchange_id"), hits[i].id, user, threshold, "hindsight")
+            revised.log_record(record.exchange_id, hits[i].id, user, threshold, "hindsight")
         )
-    # Consolidation of near-duplicate clusters (same polarity, both awake).
-    awake = [i for i, m in enumerate(metas) if not m.get("dormant")]
-    if unit is not None and len(awake) > 1:
-        sims = unit[awake] @ unit[awake].T
 
-        def alike(a: int, b: int) -> bool:
-            ia, ib = awake[a], awake[b]
-            same_polarity = metas[ia].get("polarity") == metas[ib].get("polarity")
-            return same_polarity and says_same(hits[ia].text, hits[ib].text)
 
-        for group in clusters(sims >= config.consolidate_similarity, alike):
-            members = [awake[a] for a in group]
-            if len(members) < 2:
-                continue
-            keep = max(
-                members,
-                key=lambda i: (
-                    uses(metas[i]),
-                    num(metas[i], "strength", 1.0),
-                    -num(metas[i], "event_at"),
-                ),
-            )
-            sources = list(dict.fromkeys(s for i in members for s in provenance(metas[i])))
-            put(
-                keep,
-                provenance=json.dumps(sources[-50:]),
-                reinforcements=int(num(metas[keep], "reinforcements")) + len(members) - 1,
-                strength=min(1.0, num(metas[keep], "strength", 1.0) + 0.2 * (len(members) - 1)),
-                last_reinforced_at=now,
-            )
-            for i in members:
-                if i != keep:
-                    put(i, dormant=True, consolidated_into=hits[keep].id)
-                    report.consolidated += 1
-    # Phases (hysteresis), dormancy, promotion, quadrants.
-    days = active_days(np.array([num(m, "event_at", num(m, "created_at")) for m in metas]))
+def _consolidate(cycle: _Cycle, similarity: float, now: float) -> None:
+    """Merge clusters of awake near-duplicates (cosine >= ``similarity``, same polarity,
+    :func:`~memory.metabolism.resonance.says_same`) into their most used member."""
+    records, unit = cycle.records, cycle.unit
+    awake = [i for i, r in enumerate(records) if not r.dormant]
+    if unit is None or len(awake) < 2:
+        return
+    sims = unit[awake] @ unit[awake].T
+
+    def alike(a: int, b: int) -> bool:
+        ia, ib = awake[a], awake[b]
+        same_polarity = records[ia].polarity == records[ib].polarity
+        return same_polarity and says_same(cycle.hits[ia].text, cycle.hits[ib].text)
+
+    for group in clusters(sims >= similarity, alike):
+        if len(group) > 1:
+            _merge(cycle, [awake[a] for a in group], now)
+
+
+def _merge(cycle: _Cycle, members: list[int], now: float) -> None:
+    """Keep the most used (then strongest, then latest) of ``members``, reinforced once per
+    other member and holding their provenance; the others become dormant."""
+    records = cycle.records
+    keep = max(
+        members, key=lambda i: (records[i].uses, records[i].strength, -(records[i].event_at or 0))
+    )
+    kept = records[keep]
+    sources = list(dict.fromkeys(s for i in members for s in records[i].provenance))
+    cycle.put(
+        keep,
+        provenance=tuple(sources[-50:]),
+        reinforcements=kept.reinforcements + len(members) - 1,
+        strength=min(1.0, kept.strength + 0.2 * (len(members) - 1)),
+        last_reinforced_at=now,
+    )
+    for i in members:
+        if i != keep:
+            cycle.put(i, dormant=True, consolidated_into=cycle.hits[keep].id)
+            cycle.report.consolidated += 1
+
+
+def _phases(cycle: _Cycle, threshold: float, config: MetabolismConfig) -> list[int]:
+    """Phase (with hysteresis), dormancy and quadrant of every memory; returns the memories
+    that may be promoted to the ``user`` tier (see :func:`_promotable`)."""
+    report = cycle.report
+    days = _active_days(cycle.records)
     promotable = []
-    for i, meta in enumerate(metas):
-        used = uses(meta)
-        screened = meta.get("phase") == "screened"
-        window = used - int(num(meta, "uses_at_cycle"))
-        if not screened and used >= config.screen_at:
-            screened = True
-        elif screened and window < config.free_below:
-            idle = len(days) - np.searchsorted(days, math.floor(last_used(meta) / DAY_S), "right")
-            if idle >= config.half_life_free_days:
-                screened = False
+    for i, record in enumerate(cycle.records):
+        used = record.uses
+        screened = next_screened(record, days, config)
         strength = effective_strength(
-            np.array([num(meta, "strength", 1.0)]),
-            np.array([last_used(meta)]),
+            np.array([record.strength]),
+            np.array([record.last_used]),
             np.array([screened]),
             days,
             config,
-            np.array([num(meta, "symbiosis", 0.5)]),
+            np.array([record.symbiosis]),
         )[0]
-        dormant = bool(meta.get("consolidated_into")) or bool(strength < config.dormant_below)
-        screened = bool(screened)
-        label = quadrant(num(meta, "symbiosis", 0.5), threshold, used, num(meta, "importance", 1.0))
-        put(
-            i,
-            phase="screened" if screened else "free",
-            dormant=dormant,
-            quadrant=label,
-            uses_at_cycle=used,
-        )
+        dormant = bool(record.consolidated_into) or bool(strength < config.dormant_below)
+        label = quadrant(record.symbiosis, threshold, used, record.importance)
+        phase = "screened" if screened else "free"
+        cycle.put(i, phase=phase, dormant=dormant, quadrant=label, uses_at_cycle=used)
         report.screened += screened
         report.dormant += dormant
         report.quadrants[label] = report.quadrants.get(label, 0) + 1
-        event = num(meta, "event_at", num(meta, "created_at"))
-        again = max(num(meta, "last_access_at"), num(meta, "last_reinforced_at"))
-        if (
-            meta.get("tier") == "session"
-            and not dormant
-            and meta.get("polarity") != "repulsor"
-            and again > 0
-            and _day(again) != _day(event)
-        ):
+        if not dormant and _promotable(record):
             promotable.append(i)
-    bandwidth = max(1, math.ceil(config.promotion_bandwidth * len(hits)))
-    for i in sorted(promotable, key=lambda i: -uses(metas[i]))[:bandwidth]:
-        put(i, tier="user")
-        report.promoted += 1
-    return {k: v for k, v in updates.items() if v}, report
+    return promotable
+
+
+def _active_days(records: Sequence[MemoryRecord]) -> np.ndarray:
+    """The user's active days (:func:`~memory.metabolism.decay.active_days`) from the event
+    times of their memories."""
+    return active_days(np.array([r.event_time or 0.0 for r in records]))
+
+
+def _promotable(record: MemoryRecord) -> bool:
+    """A session memory (not a repulsor) that was used again on another day than it was said."""
+    again = max(record.last_access_at, record.last_reinforced_at)
+    return (
+        record.tier == "session"
+        and not record.repulsor
+        and again > 0
+        and _day(again) != _day(record.event_time or 0.0)
+    )
+
+
+def _promote(cycle: _Cycle, promotable: list[int], bandwidth_share: float) -> None:
+    """Promote ``session -> user`` the most used of ``promotable``, at most
+    ``max(1, ceil(bandwidth_share * memories))`` per cycle."""
+    bandwidth = max(1, math.ceil(bandwidth_share * len(cycle.hits)))
+    for i in sorted(promotable, key=lambda i: -cycle.records[i].uses)[:bandwidth]:
+        cycle.put(i, tier="user")
+        cycle.report.promoted += 1

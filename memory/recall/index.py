@@ -26,7 +26,7 @@ import Stemmer
 
 from memory.embedders import Vectors
 from memory.metabolism.decay import active_days
-from memory.record import last_used, num
+from memory.record import MemoryRecord
 from memory.store.chroma import to_chroma_metadata
 from memory.types import MemoryHit
 
@@ -44,15 +44,9 @@ def _tokenize(texts: list[str], stemmer: Any) -> Any:
     )
 
 
-def _strength(hit: MemoryHit) -> float:
-    value = hit.metadata.get("strength", 1.0)
-    return min(1.0, max(0.0, float(value))) if isinstance(value, int | float) else 1.0
-
-
-def stamp(hit: MemoryHit) -> float:
-    """Event time (Unix seconds) of a memory, else its storage time; 0 when unknown."""
-    value = hit.metadata.get("event_at", hit.metadata.get("created_at"))
-    return float(value) if isinstance(value, int | float) else 0.0
+def _structure(record: MemoryRecord) -> tuple[object, ...]:
+    """What the session order, the context vectors and the speakers are built from."""
+    return record.session, record.event_at, record.created_at, record.speaker
 
 
 def session_order(hits: Sequence[MemoryHit]) -> tuple[np.ndarray, np.ndarray]:
@@ -70,12 +64,11 @@ def session_order(hits: Sequence[MemoryHit]) -> tuple[np.ndarray, np.ndarray]:
     nxt = np.full(len(hits), -1, dtype=np.int64)
     sessions: dict[str, list[int]] = {}
     for i, hit in enumerate(hits):
-        session = hit.metadata.get("session")
-        if isinstance(session, str) and session:
-            sessions.setdefault(session, []).append(i)
+        if hit.record.session:
+            sessions.setdefault(hit.record.session, []).append(i)
     for members in sessions.values():
         members.sort(
-            key=lambda i: (num(hits[i].metadata, "event_at"), num(hits[i].metadata, "created_at"))
+            key=lambda i: (hits[i].record.event_at or 0.0, hits[i].record.created_at or 0.0)
         )
         for a, b in itertools.pairwise(members):
             nxt[a], prev[b] = b, a
@@ -111,9 +104,8 @@ def session_centroids(hits: Sequence[MemoryHit], vectors: np.ndarray) -> np.ndar
     out = vectors.copy()
     groups: dict[str, list[int]] = {}
     for i, hit in enumerate(hits):
-        session = hit.metadata.get("session")
-        if isinstance(session, str) and session:
-            groups.setdefault(session, []).append(i)
+        if hit.record.session:
+            groups.setdefault(hit.record.session, []).append(i)
     for members in groups.values():
         out[members] = vectors[members].mean(axis=0)
     return unit_rows(out)
@@ -160,7 +152,7 @@ class UserIndex:
             self.vectors = unit_rows(np.asarray(vectors, dtype=np.float32))
             self.context = context_vectors(self.vectors, self.prev, self.next)
             self.centroids = session_centroids(hits, self.vectors)
-        self.speaker = np.array([str(h.metadata.get("speaker") or "") for h in hits], dtype=object)
+        self.speaker = np.array([h.record.speaker or "" for h in hits], dtype=object)
         self._read_metadata()
         self.names = first_names({s for s in self.speaker if s})
         self._stemmer = Stemmer.Stemmer("english")
@@ -175,22 +167,20 @@ class UserIndex:
     def _read_metadata(self) -> None:
         """The per-memory arrays that metadata updates change (everything but the text, the
         vectors, the session order and the speakers)."""
-        hits = self.hits
-        self.strength = np.array([_strength(h) for h in hits], dtype=np.float64)
+        records = [h.record for h in self.hits]
+        self.strength = np.clip([r.strength for r in records], 0.0, 1.0).astype(np.float64)
         """``strength`` of each memory in [0, 1] (1 when not set), shape ``(n,)``."""
-        self.event_at = np.array([stamp(h) for h in hits], dtype=np.float64)
+        self.event_at = np.array([r.event_time or 0.0 for r in records], dtype=np.float64)
         """Event time of each memory (Unix seconds; 0 when unknown), shape ``(n,)``."""
-        self.repulsor = np.array([h.metadata.get("polarity") == "repulsor" for h in hits], bool)
+        self.repulsor = np.array([r.repulsor for r in records], dtype=bool)
         """Memories scored at or below the symbiosis threshold, shape ``(n,)``."""
-        self.dormant = np.array([h.metadata.get("dormant") is True for h in hits], dtype=bool)
+        self.dormant = np.array([r.dormant for r in records], dtype=bool)
         """Memories the sleep cycle found dormant (decayed or consolidated), shape ``(n,)``."""
-        self.symbiosis = np.array(
-            [num(h.metadata, "symbiosis", 0.5) for h in hits], dtype=np.float64
-        )
+        self.symbiosis = np.array([r.symbiosis for r in records], dtype=np.float64)
         """Symbiosis score of each memory (0.5 when unscored), shape ``(n,)``."""
-        self.last_used = np.array([last_used(h.metadata) for h in hits], dtype=np.float64)
+        self.last_used = np.array([r.last_used for r in records], dtype=np.float64)
         """When each memory was last said, recalled or reinforced (Unix seconds)."""
-        self.screened = np.array([h.metadata.get("phase") == "screened" for h in hits], bool)
+        self.screened = np.array([r.screened for r in records], dtype=bool)
         """Memories in the screened (slow decay) phase, shape ``(n,)``."""
         self.days = active_days(self.event_at)
         """The user's active days (sorted distinct UTC day numbers of event times)."""
@@ -220,24 +210,24 @@ class UserIndex:
 
     def updated(self, updates: Mapping[str, Mapping[str, Any]]) -> UserIndex | None:
         """A new index with ``updates`` (memory id -> metadata keys to set, as
-        :meth:`memory.store.Store.update_metadata` takes them) merged into the records, sharing
-        this index's vectors, BM25 and session order: O(n) instead of a reload from the store
-        and a rebuild. Values are normalised as the store normalises them (None is not set,
+        :meth:`memory.store.chroma.Store.update_metadata` takes them) merged into the records,
+        sharing this index's vectors, BM25 and session order: O(n) instead of a reload from the
+        store and a rebuild. Values are normalised as the store normalises them (None is not set,
         lists become JSON). Ids not indexed are ignored.
 
         Returns None when an update changes what the shared parts were built from (``session``,
         ``event_at``, ``created_at`` or ``speaker``): the caller then rebuilds.
         """
-        structural = ("session", "event_at", "created_at", "speaker")
         hits = list(self.hits)
         for memory_id, update in updates.items():
             i = self.position.get(memory_id)
             if i is None:
                 continue
             merged = {**hits[i].metadata, **to_chroma_metadata(dict(update))}
-            if any(merged.get(k) != hits[i].metadata.get(k) for k in structural):
+            hit = MemoryHit(hits[i].id, hits[i].text, merged, hits[i].similarity)
+            if _structure(hit.record) != _structure(hits[i].record):
                 return None
-            hits[i] = MemoryHit(hits[i].id, hits[i].text, merged, hits[i].similarity)
+            hits[i] = hit
         out = copy.copy(self)
         out.hits = hits
         out._read_metadata()

@@ -7,12 +7,17 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from memory.config import MetabolismConfig
+from memory.config import MemoryConfig, MetabolismConfig
 from memory.metabolism.decay import effective_strength
 from memory.metabolism.resonance import user_tag
 from memory.recall.index import UserIndex
 from memory.recall.query import QueryViews
 from memory.types import MemoryHit
+
+
+def _default(name: str) -> float:
+    """The default of ``memory.<name>``: the one source of the weights the config sets."""
+    return float(MemoryConfig.model_fields[name].default)
 
 
 @dataclass(frozen=True)
@@ -34,7 +39,7 @@ class Weights:
     """z-scored BM25."""
     off_subject: float = 0.2
     """Factor on the score of memories spoken by someone other than the query's subject."""
-    neighbour: float = 0.5
+    neighbour: float = _default("neighbour_weight")
     """Share of a strong memory's score its session neighbours gain
     (``memory.neighbour_weight``)."""
     spread_from: int = 30
@@ -42,13 +47,24 @@ class Weights:
     lexical_floor: float = 0.5
     """A memory below the cosine floor is still eligible when its BM25 score is at least this
     share of the best BM25 score."""
-    recency: float = 0.1
+    recency: float = _default("recency_boost")
     """Largest relative boost for a just-said memory (``memory.recency_boost``)."""
-    recency_half_life_s: float = 30 * 86400.0
+    recency_half_life_s: float = _default("recency_half_life_days") * 86400.0
     """Half-life of the recency boost (``memory.recency_half_life_days``)."""
-    duplicate: float = 0.95
+    duplicate: float = _default("duplicate_similarity")
     """Cosine similarity at or above which a memory is a near-duplicate of a better-ranked one
     already taken, and is left out (``memory.duplicate_similarity``)."""
+
+    @classmethod
+    def from_config(cls, config: MemoryConfig) -> Weights:
+        """The weights ``config`` sets (the others keep their defaults)."""
+        return cls(
+            lexical=cls.lexical if config.lexical else 0.0,
+            neighbour=config.neighbour_weight,
+            recency=config.recency_boost,
+            recency_half_life_s=config.recency_half_life_days * 86400.0,
+            duplicate=config.duplicate_similarity,
+        )
 
 
 def zscore(values: np.ndarray) -> np.ndarray:
@@ -153,15 +169,11 @@ def fused_scores(
         lexical match, or the neighbour of an eligible one that lent it score), and the raw
         cosine similarity of each memory.
     """
-    assert index.vectors is not None and index.context is not None
-    assert index.centroids is not None
+    assert index.vectors is not None
     q = np.asarray(vector, dtype=np.float32)
     cosine = index.vectors @ q
-    dense = zscore((cosine + weights.context * (index.context @ q)).astype(np.float64))
-    dense += weights.centroid * zscore((index.centroids @ q).astype(np.float64))
     bm25 = index.lexical_scores(views.lexical) if weights.lexical > 0 else np.zeros(len(index))
-    scores = dense + weights.lexical * zscore(bm25.astype(np.float64))
-    scores = scores - scores.min() + 1e-6
+    scores = _combsum(index, q, cosine, bm25, weights)
     if views.subject is not None:
         scores = np.where(index.speaker == views.subject, scores, scores * weights.off_subject)
     strength = current_strength(index, metabolism)
@@ -173,15 +185,42 @@ def fused_scores(
     allowed = awake(index, strength, metabolism.dormant_below if metabolism else 0.0)
     eligible &= allowed
     if weights.neighbour > 0:
-        spread = scores.copy()
-        strong = [i for i in np.argsort(-scores, kind="stable") if eligible[i]]
-        for i in strong[: weights.spread_from]:
-            for j in (index.prev[i], index.next[i]):
-                if j >= 0 and allowed[j]:
-                    spread[j] = max(spread[j], scores[j] + weights.neighbour * scores[i])
-                    eligible[j] = True
-        scores = spread
+        scores = spread_to_neighbours(index, scores, eligible, allowed, weights)
     return scores, eligible, cosine
+
+
+def _combsum(
+    index: UserIndex, q: np.ndarray, cosine: np.ndarray, bm25: np.ndarray, weights: Weights
+) -> np.ndarray:
+    """CombSUM of the z-scored dense views (the memory with its context, the session
+    centroid) and BM25, shifted to be positive, shape ``(n,)``."""
+    assert index.context is not None and index.centroids is not None
+    dense = zscore((cosine + weights.context * (index.context @ q)).astype(np.float64))
+    dense += weights.centroid * zscore((index.centroids @ q).astype(np.float64))
+    scores = dense + weights.lexical * zscore(bm25.astype(np.float64))
+    out: np.ndarray = scores - scores.min() + 1e-6
+    return out
+
+
+def spread_to_neighbours(
+    index: UserIndex,
+    scores: np.ndarray,
+    eligible: np.ndarray,
+    allowed: np.ndarray,
+    weights: Weights,
+) -> np.ndarray:
+    """Scores after the ``weights.spread_from`` best ``eligible`` memories lend
+    ``weights.neighbour`` of their score to their session neighbours (each keeps the larger of
+    its own score and what it is lent); an ``allowed`` neighbour that gains becomes eligible
+    (``eligible`` is updated in place). Shapes ``(n,)``."""
+    spread = scores.copy()
+    strong = [i for i in np.argsort(-scores, kind="stable") if eligible[i]]
+    for i in strong[: weights.spread_from]:
+        for j in (index.prev[i], index.next[i]):
+            if j >= 0 and allowed[j]:
+                spread[j] = max(spread[j], scores[j] + weights.neighbour * scores[i])
+                eligible[j] = True
+    return spread
 
 
 def distinct(order: Iterable[int], index: UserIndex, threshold: float) -> Iterator[int]:
@@ -224,8 +263,8 @@ def shared_hits(
     for i in np.argsort(-cosine, kind="stable").tolist():
         if cosine[i] < floor or len(out) >= k:
             break
-        if tag not in str(hits[i].metadata.get("supporters", "")):
-            out.append(MemoryHit(hits[i].id, hits[i].text, hits[i].metadata, float(cosine[i])))
+        if tag not in hits[i].record.supporters:
+            out.append(hits[i].with_similarity(float(cosine[i])))
     return out
 
 

@@ -7,7 +7,6 @@ import re
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 
-from memory.recall.index import stamp
 from memory.tokens import count_tokens
 from memory.types import MemoryBlock, MemoryHit
 
@@ -35,10 +34,8 @@ def event_date(hit: MemoryHit) -> str:
     >>> event_date(MemoryHit(id="a", text="", metadata={"event_at": 0.0}))
     '1970-01-01'
     """
-    stamp = hit.metadata.get("event_at", hit.metadata.get("created_at"))
-    if not isinstance(stamp, int | float):
-        return ""
-    return datetime.fromtimestamp(float(stamp), tz=UTC).strftime("%Y-%m-%d")
+    at = hit.record.event_time
+    return "" if at is None else datetime.fromtimestamp(float(at), tz=UTC).strftime("%Y-%m-%d")
 
 
 def render_body(hit: MemoryHit) -> str:
@@ -52,7 +49,7 @@ def render_body(hit: MemoryHit) -> str:
     """
     text = " / ".join(line.strip() for line in hit.text.splitlines() if line.strip())
     text = _TAGS.sub(lambda m: m.group(0).replace("<", "<\u200b", 1), text)
-    return SHARED_MARK + text if hit.metadata.get("tier") == "shared" else text
+    return SHARED_MARK + text if hit.record.tier == "shared" else text
 
 
 def render_memories(hits: Sequence[MemoryHit], caution: str | None = None) -> str:
@@ -66,7 +63,7 @@ def render_memories(hits: Sequence[MemoryHit], caution: str | None = None) -> st
     [1970-01-02]
     - B said x
     """
-    order = sorted(range(len(hits)), key=lambda i: (stamp(hits[i]), i))
+    order = sorted(range(len(hits)), key=lambda i: (hits[i].record.event_time or 0.0, i))
     lines: list[str] = [caution] if caution else []
     current: str | None = None
     for i in order:
@@ -109,25 +106,7 @@ def render_block(
             caution = None
         else:
             used += count_tokens(caution) + 1
-    chosen: list[MemoryHit] = []
-    dates: set[str] = set()
-    misfits = 0
-    for hit in hits:
-        if max_items is not None and len(chosen) >= max_items:
-            break
-        if max_tokens - used < MIN_MEMORY_TOKENS or misfits >= MAX_MISFITS:
-            break
-        date = event_date(hit)
-        cost = count_tokens(f"- {render_body(hit)}") + 1
-        if date and date not in dates:
-            cost += count_tokens(f"[{date}]") + 1
-        if used + cost <= max_tokens:
-            chosen.append(hit)
-            dates.add(date)
-            used += cost
-            misfits = 0
-        else:
-            misfits += 1
+    chosen = _choose(hits, max_tokens - used, max_items)
     while chosen or caution:
         text = template.replace("{memories}", render_memories(chosen, caution))
         tokens = count_tokens(text)
@@ -138,3 +117,28 @@ def render_block(
             break
         chosen.pop()
     return MemoryBlock.empty()
+
+
+def _choose(hits: Iterable[MemoryHit], budget: int, max_items: int | None) -> list[MemoryHit]:
+    """The memories of ``hits`` (best first) that fit in ``budget`` tokens, each costing its
+    line and, for the first memory of a date, the date's line (see :func:`render_block`)."""
+    chosen: list[MemoryHit] = []
+    dates: set[str] = set()
+    misfits = 0
+    for hit in hits:
+        if max_items is not None and len(chosen) >= max_items:
+            break
+        if budget < MIN_MEMORY_TOKENS or misfits >= MAX_MISFITS:
+            break
+        date = event_date(hit)
+        cost = count_tokens(f"- {render_body(hit)}") + 1
+        if date and date not in dates:
+            cost += count_tokens(f"[{date}]") + 1
+        if cost <= budget:
+            chosen.append(hit)
+            dates.add(date)
+            budget -= cost
+            misfits = 0
+        else:
+            misfits += 1
+    return chosen
