@@ -59,13 +59,7 @@ class Recaller:
         self.cache = cache
         self._config = config
         self._clock = clock
-        self.weights = Weights(
-            lexical=Weights.lexical if config.lexical else 0.0,
-            neighbour=config.neighbour_weight,
-            recency=config.recency_boost,
-            recency_half_life_s=config.recency_half_life_days * 86400.0,
-            duplicate=config.duplicate_similarity,
-        )
+        self.weights = Weights.from_config(config)
 
     async def candidates(self, scope: Scope, query: str, k: int) -> list[MemoryHit]:
         """The ``k`` nearest memories of ``scope.user`` with their cosine similarity."""
@@ -143,9 +137,7 @@ class Recaller:
                 caution = CAUTION
         order = np.argsort(-scores, kind="stable")
         ranked = (
-            MemoryHit(
-                index.hits[i].id, index.hits[i].text, index.hits[i].metadata, float(cosine[i])
-            )
+            index.hits[i].with_similarity(float(cosine[i]))
             for i in distinct((int(i) for i in order if eligible[i]), index, self.weights.duplicate)
         )
         return ranked, float(cosine.max()), caution
@@ -158,14 +150,11 @@ class Recaller:
         ranked = [
             h
             for h in dense
-            if (h.similarity or 0.0) >= floor
-            and h.metadata.get("polarity") != "repulsor"
-            and h.metadata.get("dormant") is not True
+            if (h.similarity or 0.0) >= floor and not h.record.repulsor and not h.record.dormant
         ]
         caution: str | None = None
         if self.symbiosis is not None and any(
-            h.metadata.get("polarity") == "repulsor"
-            and (h.similarity or 0.0) >= self.symbiosis.caution_similarity
+            h.record.repulsor and (h.similarity or 0.0) >= self.symbiosis.caution_similarity
             for h in dense
         ):
             caution = CAUTION
