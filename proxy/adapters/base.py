@@ -3,13 +3,27 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Protocol, TypeVar
+from typing import Any, Literal, Protocol, TypeVar
 
 from pydantic import ValidationError
 
 from proxy.wire import ApiKind, Framing, Wire
 
 C = TypeVar("C", bound=Wire)
+
+Placement = Literal["system", "before_user", "user"]
+"""Where the memory block goes (``memory.placement``):
+
+- ``system``: merged into the client's leading system instructions (the first release's
+  behaviour). Every turn whose recall differs changes the prompt's first tokens, so a server
+  with prefix caching (Ollama, llama.cpp) re-reads the whole conversation.
+- ``before_user``: its own system message just before the turn being answered (formats without
+  a system role in the conversation fall back to ``user``).
+- ``user``: a leading part of the turn being answered, before the user's own text.
+
+The last two keep the client's own prefix byte-identical from turn to turn, so only the latest
+turn is evaluated anew; ``scripts/bench_prefix.py`` measures the difference.
+"""
 
 SAMPLING = ("temperature", "top_p")
 """The sampling knobs the affect state may set (where the client set none)."""
@@ -65,8 +79,11 @@ class Adapter(Protocol):
         """The name the user's turn is signed with, if the format has one."""
         ...
 
-    def inject(self, body: dict[str, Any], block: str) -> dict[str, Any]:
-        """A copy of ``body`` with the memory ``block`` in its system instructions."""
+    def inject(
+        self, body: dict[str, Any], block: str, placement: Placement = "system"
+    ) -> dict[str, Any]:
+        """A copy of ``body`` with the memory ``block`` placed as ``placement`` says (formats
+        with no conversation, like ``/api/generate``, always use their system field)."""
         ...
 
     def with_sampling(self, body: dict[str, Any], knobs: dict[str, float]) -> dict[str, Any]:

@@ -1,14 +1,17 @@
 """Chat formats whose body carries a ``messages`` list (Ollama ``/api/chat``, OpenAI
 ``/v1/chat/completions``): finding the user turn and injecting the memory block.
 
-The memory block goes into one system message: merged into the client's own leading system (or
-``developer``) message, or inserted just before the first user message.
+The memory block goes where ``memory.placement`` says (:data:`~proxy.adapters.base.Placement`):
+into the turn being answered, just before it, or merged into the client's own leading system
+(or ``developer``) message.
 """
 
 from __future__ import annotations
 
 import re
 from typing import Any
+
+from proxy.adapters.base import Placement
 
 SYSTEM_ROLES = ("system", "developer")
 
@@ -61,6 +64,19 @@ def merge_into(content: Any, block: str) -> Any:
         return [*content, {"type": "text", "text": block}]
     if isinstance(content, str) and content.strip():
         return f"{content}\n\n{block}"
+    return block
+
+
+def prepend_to(content: Any, block: str) -> Any:
+    """``content`` (a string or a parts list) with ``block`` as its first paragraph.
+
+    >>> prepend_to("q", "B"), prepend_to([{"type": "text", "text": "q"}], "B")[0]["text"]
+    ('B\\n\\nq', 'B')
+    """
+    if isinstance(content, list):
+        return [{"type": "text", "text": block}, *content]
+    if isinstance(content, str) and content:
+        return f"{block}\n\n{content}"
     return block
 
 
@@ -129,17 +145,51 @@ class MessagesFormat:
         name = users[-1].get("name") if users else None
         return name.strip() if isinstance(name, str) and name.strip() else None
 
-    def inject(self, body: dict[str, Any], block: str) -> dict[str, Any]:
-        """A copy of ``body`` with ``block`` in the leading system message (see the module)."""
+    def inject(
+        self, body: dict[str, Any], block: str, placement: Placement = "system"
+    ) -> dict[str, Any]:
+        """A copy of ``body`` with ``block`` placed as ``placement`` says (see
+        :data:`~proxy.adapters.base.Placement`); with no user turn to place it by, it goes
+        into the system instructions.
+
+        >>> body = {"messages": [{"role": "system", "content": "S"},
+        ...                      {"role": "user", "content": "q"}]}
+        >>> MessagesFormat().inject(body, "B", "user")["messages"][1]["content"]
+        'B\\n\\nq'
+        >>> [m["role"] for m in MessagesFormat().inject(body, "B", "before_user")["messages"]]
+        ['system', 'system', 'user']
+        """
         messages = list(body.get("messages") or [])
-        for index, message in enumerate(messages):
-            role = message.get("role")
-            if role in SYSTEM_ROLES:
-                messages[index] = {**message, "content": merge_into(message.get("content"), block)}
-                break
-            if role == "user":
-                messages.insert(index, {"role": "system", "content": block})
-                break
+        turn = _turn_index(messages)
+        if placement == "system" or turn is None:
+            return {**body, "messages": _into_system(messages, block)}
+        if placement == "before_user":
+            messages.insert(turn, {"role": "system", "content": block})
         else:
-            messages.insert(0, {"role": "system", "content": block})
+            message = messages[turn]
+            messages[turn] = {**message, "content": prepend_to(message.get("content"), block)}
         return {**body, "messages": messages}
+
+
+def _turn_index(messages: list[dict[str, Any]]) -> int | None:
+    """Index of the last user message (the turn being answered), or None."""
+    for index in range(len(messages) - 1, -1, -1):
+        if messages[index].get("role") == "user":
+            return index
+    return None
+
+
+def _into_system(messages: list[dict[str, Any]], block: str) -> list[dict[str, Any]]:
+    """``messages`` with ``block`` merged into the leading system (or developer) message, or
+    a new system message just before the first user message."""
+    messages = list(messages)
+    for index, message in enumerate(messages):
+        role = message.get("role")
+        if role in SYSTEM_ROLES:
+            messages[index] = {**message, "content": merge_into(message.get("content"), block)}
+            return messages
+        if role == "user":
+            messages.insert(index, {"role": "system", "content": block})
+            return messages
+    messages.insert(0, {"role": "system", "content": block})
+    return messages

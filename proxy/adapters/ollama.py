@@ -12,7 +12,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
-from proxy.adapters.base import SAMPLING, Adapter, Reply, parse_chunk
+from proxy.adapters.base import SAMPLING, Adapter, Placement, Reply, parse_chunk
 from proxy.adapters.messages import MessagesFormat, merge_into
 from proxy.wire import (
     ApiKind,
@@ -157,8 +157,11 @@ class OllamaGenerate(OllamaFormat):
         """None: a prompt carries no name."""
         return None
 
-    def inject(self, body: dict[str, Any], block: str) -> dict[str, Any]:
-        """A copy of ``body`` with ``block`` merged into ``system``."""
+    def inject(
+        self, body: dict[str, Any], block: str, placement: Placement = "system"
+    ) -> dict[str, Any]:
+        """A copy of ``body`` with ``block`` merged into ``system`` (whatever the placement: a
+        generate request has no conversation whose prefix could be kept)."""
         return {**body, "system": merge_into(body.get("system"), block)}
 
     def absorb(self, reply: Reply, frame: dict[str, Any]) -> None:
