@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Literal
 
@@ -15,6 +16,19 @@ DEFAULT_TEMPLATE = (
     "<memories>\n{memories}\n</memories>"
 )
 """Default wrapper for the injected memory block; ``{memories}`` receives one line per memory."""
+
+Placement = Literal["system", "before_user", "user"]
+"""Where the memory block goes (``memory.placement``); see ``proxy.adapters.base``."""
+
+OPEN_WEBUI_TASKS = (
+    r"\A\s*### Task:",
+    r"\AYour task is to reflect the speaker's likely facial expression",
+    r"\AYou have been provided with a set of responses from various models",
+    r"\AQuery: History:\n",
+)
+"""Openings of Open WebUI's background-task prompts (title, tags, follow-ups, search queries,
+autocomplete, image prompt: ``### Task:``; emoji; mixture-of-agents; tool selection), from
+the default templates in ``open_webui/config.py`` and ``open_webui/utils/task.py``."""
 
 DEFAULT_EMBED_MODELS = {
     "ollama": "nomic-embed-text",
@@ -179,6 +193,16 @@ class MemoryConfig(Frozen):
     """Recall slower than this is abandoned and the request goes upstream without memories."""
     template: str = DEFAULT_TEMPLATE
     """Wrapper of the injected block; must contain ``{memories}``."""
+    placement: Placement = "user"
+    """Where the block goes: ``user`` (a leading part of the turn being answered),
+    ``before_user`` (a system message just before it) or ``system`` (merged into the leading
+    system message, the first release's behaviour). The first two keep the client's own prompt
+    prefix stable, so the server's prefix cache (KV cache reuse) survives each turn's recall;
+    ``scripts/bench_prefix.py`` measures it."""
+    task_patterns: tuple[str, ...] = OPEN_WEBUI_TASKS
+    """Regular expressions (Python ``re``, searched in the user turn): a match marks a client's
+    background task (a chat title, tags, autocomplete), which gets no recall and is never
+    stored. The default recognises Open WebUI's task prompts; ``[]`` turns detection off."""
     outbox_path: Path | None = None
     """SQLite outbox of exchanges awaiting write-back; default ``<store.path>-outbox.sqlite3``."""
     write_delay_ms: float = Field(default=100, ge=0)
@@ -188,6 +212,17 @@ class MemoryConfig(Frozen):
     """First back-off after a failed write-back; doubles per attempt up to ``retry_max_s``."""
     retry_max_s: float = Field(default=60.0, gt=0)
     """Longest back-off between write-back attempts (a queued exchange is never dropped)."""
+
+    @field_validator("task_patterns")
+    @classmethod
+    def _compiles(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for pattern in value:
+            try:
+                re.compile(pattern)
+            except re.error as exc:
+                message = f"task pattern {pattern!r} is not a regular expression: {exc}"
+                raise ValueError(message) from exc
+        return value
 
     @field_validator("template")
     @classmethod

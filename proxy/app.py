@@ -33,6 +33,9 @@ from proxy.state import (
 
 log = logging.getLogger(__name__)
 
+BYPASS = {chat.STATUS_HEADER: "bypassed", chat.REASON_HEADER: "completion"}
+"""Memory headers of a relayed completion request (``/v1/completions``)."""
+
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
@@ -123,11 +126,15 @@ def create_app(config: Config) -> web.Application:
             app[AFFECT] = Affect(config.affect, resolve_ranges(config.knobs, config.memory))
     for adapter in ADAPTERS.values():
         app.router.add_post(adapter.path, chat_handler(adapter, config.upstream.kind))
+    # legacy and fill-in-the-middle completions (code autocomplete) are not conversation
+    app.router.add_post("/v1/completions", functools.partial(passthrough, extra_headers=BYPASS))
     if config.upstream.kind == "openai":
         app.router.add_get("/api/tags", translated.tags)
         app.router.add_post("/api/embed", translated.embed)
         app.router.add_post("/api/embeddings", translated.embed)
         app.router.add_get("/api/version", translated.version)
+        app.router.add_post("/api/show", translated.show)
+        app.router.add_get("/api/ps", translated.ps)
         app.router.add_route("*", "/api/{tail:.*}", translated.unsupported)
     app.router.add_get("/memory/search", admin.search)
     app.router.add_get("/memory/affect", admin.affect)

@@ -8,8 +8,10 @@ request's adapter (``proxy.adapters``) says how to read the body and the reply.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
+import re
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
@@ -33,7 +35,11 @@ log = logging.getLogger(__name__)
 
 STATUS_HEADER = "X-Memory-Status"
 """Response header: ``injected``, ``none`` (nothing relevant), ``skipped`` (memory failed or was
-slow: fail-open), or ``off`` (disabled by config or ``X-Memory: off``)."""
+slow: fail-open), ``bypassed`` (not a conversational turn: no recall, never stored; the reason
+is in :data:`REASON_HEADER`), or ``off`` (disabled by config or ``X-Memory: off``)."""
+REASON_HEADER = "X-Memory-Reason"
+"""Response header with ``bypassed``: ``completion`` (raw prompt or fill-in-the-middle) or
+``task`` (a client's background task, ``memory.task_patterns``)."""
 RECALLED_HEADER = "X-Memory-Recalled"
 """Response header: how many memories were injected."""
 PROVISIONAL_OUTCOME: dict[str, float] = {"ok": 0.7, "aborted": 0.4, "failed": 0.0}
@@ -51,6 +57,8 @@ class Plan:
     block: MemoryBlock
     memory_status: str
     speaker: str | None = None
+    reason: str | None = None
+    """Why memory was bypassed (:data:`REASON_HEADER`), if it was."""
 
 
 async def read_body(request: web.Request) -> bytes:
@@ -86,6 +94,25 @@ async def recall_fail_open(
         return None
 
 
+@functools.lru_cache(maxsize=8)
+def _task_regex(patterns: tuple[str, ...]) -> re.Pattern[str] | None:
+    return re.compile("|".join(f"(?:{p})" for p in patterns)) if patterns else None
+
+
+def is_task(patterns: tuple[str, ...], turn: str) -> bool:
+    """Whether the user ``turn`` is a client's background task (one of ``patterns`` is found in
+    it: ``memory.task_patterns``, by default Open WebUI's task prompts).
+
+    >>> from memory.config import OPEN_WEBUI_TASKS
+    >>> is_task(OPEN_WEBUI_TASKS, "### Task:\\nGenerate a concise title"), is_task((), "x")
+    (True, False)
+    >>> is_task(OPEN_WEBUI_TASKS, "What is a ### Task: header?")
+    False
+    """
+    regex = _task_regex(patterns)
+    return regex is not None and regex.search(turn) is not None
+
+
 def steer(request: web.Request, scope: Scope, query: str) -> dict[str, float] | None:
     """Feed the user's message to their affect state and return the knobs now (None: off)."""
     if AFFECT not in request.app:
@@ -105,8 +132,11 @@ async def plan(request: web.Request, adapter: Adapter) -> Plan:
     scope = scope_for(request.headers, body) if MEMORY in request.app else None
     query = adapter.user_turn(body) if scope else None
     if scope is None or query is None:
-        status = "off" if scope is None else "none"
-        return Plan(raw, model, scope, query, MemoryBlock.empty(), status)
+        reason = "completion" if scope and adapter.is_completion(body) else None
+        status = "off" if scope is None else ("bypassed" if reason else "none")
+        return Plan(raw, model, scope, None, MemoryBlock.empty(), status, reason=reason)
+    if is_task(request.app[CONFIG].memory.task_patterns, query):
+        return Plan(raw, model, scope, None, MemoryBlock.empty(), "bypassed", reason="task")
     knobs = steer(request, scope, query)
     block = await recall_fail_open(
         request, scope, adapter.recall_query(body, query), knobs, adapter.earlier_user_turns(body)
@@ -121,7 +151,7 @@ async def plan(request: web.Request, adapter: Adapter) -> Plan:
         log.debug(
             "recalled %d memories (%d tokens), stage ms %s", len(block.ids), block.tokens, stages
         )
-        body = adapter.inject(body, block.text)
+        body = adapter.inject(body, block.text, request.app[CONFIG].memory.placement)
     if sampled and knobs is not None:
         body = adapter.with_sampling(body, knobs)
     sent = json.dumps(body, ensure_ascii=False).encode("utf-8") if injected or sampled else raw
@@ -175,6 +205,8 @@ class Finalizer:
 def memory_headers(response: web.StreamResponse, decided: Plan) -> None:
     """Set ``X-Memory-Status`` and ``X-Memory-Recalled`` on ``response``."""
     response.headers[STATUS_HEADER] = decided.memory_status
+    if decided.reason:
+        response.headers[REASON_HEADER] = decided.reason
     response.headers[RECALLED_HEADER] = str(len(decided.block.ids))
 
 

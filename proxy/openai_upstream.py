@@ -146,6 +146,96 @@ def tags_from_models(models: dict[str, Any]) -> dict[str, Any]:
     return {"models": out}
 
 
+def _listed(models: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """``/v1/models`` entries by id, each with llama.cpp's extra ``models[]`` entry (its
+    ``capabilities``) folded in under ``"ollama"``."""
+    extra = {
+        m.get("model") or m.get("name"): m
+        for m in models.get("models") or []
+        if isinstance(m, dict) and (m.get("model") or m.get("name"))
+    }
+    out: dict[str, dict[str, Any]] = {}
+    for model in models.get("data") or []:
+        if isinstance(model, dict) and isinstance(model.get("id"), str) and model["id"]:
+            out[model["id"]] = {**model, "ollama": extra.get(model["id"], {})}
+    return out
+
+
+def _parameter_size(n_params: Any) -> str:
+    """``135000000`` -> ``"135M"`` (Ollama's ``details.parameter_size`` style)."""
+    if not isinstance(n_params, int | float) or n_params <= 0:
+        return ""
+    for unit, scale in (("B", 1e9), ("M", 1e6), ("K", 1e3)):
+        if n_params >= scale:
+            return f"{n_params / scale:.3g}{unit}"
+    return str(int(n_params))
+
+
+def show_from_models(models: dict[str, Any], name: str) -> dict[str, Any] | None:
+    """``/v1/models`` -> ``/api/show`` for model ``name`` (a ``:latest`` tag is ignored), or
+    None when the server does not list it.
+
+    What can be known: the name, ``capabilities`` (``completion``, plus what llama.cpp's
+    ``models[].capabilities`` lists, e.g. ``tools`` or ``vision``), and from llama.cpp's
+    ``meta`` the parameter count and training context length. Template, parameters and
+    licence stay empty: an OpenAI-compatible server does not expose them.
+
+    >>> out = show_from_models({"data": [{"id": "smollm2", "meta": {"n_params": 134515008}}]},
+    ...                        "smollm2:latest")
+    >>> out["capabilities"], out["details"]["parameter_size"]
+    (['completion'], '135M')
+    >>> show_from_models({"data": []}, "x") is None
+    True
+    """
+    listed = _listed(models)
+    model = listed.get(name) or listed.get(name.removesuffix(":latest"))
+    if model is None:
+        return None
+    meta: dict[str, Any] = model["meta"] if isinstance(model.get("meta"), dict) else {}
+    capabilities = ["completion"]
+    for capability in model["ollama"].get("capabilities") or []:
+        if isinstance(capability, str) and capability not in capabilities:
+            capabilities.append(capability)
+    info: dict[str, Any] = {}
+    if isinstance(meta.get("n_params"), int):
+        info["general.parameter_count"] = meta["n_params"]
+    if isinstance(meta.get("n_ctx_train"), int):
+        info["general.context_length"] = meta["n_ctx_train"]
+    details = {"format": "", "family": "", "families": None, "parameter_size": ""}
+    details["parameter_size"] = _parameter_size(meta.get("n_params"))
+    return {
+        "modelfile": "",
+        "parameters": "",
+        "template": "",
+        "details": details,
+        "model_info": info,
+        "capabilities": capabilities,
+    }
+
+
+def ps_from_models(models: dict[str, Any]) -> dict[str, Any]:
+    """``/v1/models`` -> ``/api/ps``: every listed model as loaded (an OpenAI-compatible
+    server serves what it lists; sizes unknown, no expiry).
+
+    >>> ps_from_models({"data": [{"id": "smollm2"}]})["models"][0]["name"]
+    'smollm2'
+    """
+    out = []
+    for model_id in _listed(models):
+        out.append(
+            {
+                "name": model_id,
+                "model": model_id,
+                "size": 0,
+                "digest": "",
+                "details": {"format": "", "family": "", "parameter_size": ""},
+                "expires_at": "0001-01-01T00:00:00Z",
+                "size_vram": 0,
+            }
+        )
+    return {"models": out}
+
+
 def embed_request(body: dict[str, Any]) -> dict[str, Any]:
     """``/api/embed`` (or legacy ``/api/embeddings`` with ``prompt``) -> ``/v1/embeddings``."""
     text = body.get("input", body.get("prompt", ""))

@@ -9,7 +9,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
 import aiohttp
@@ -72,8 +72,11 @@ def abort(request: web.Request) -> None:
         request.transport.abort()
 
 
-async def passthrough(request: web.Request) -> web.StreamResponse:
-    """Relay ``request`` to the upstream and its answer back, byte for byte."""
+async def passthrough(
+    request: web.Request, extra_headers: Mapping[str, str] | None = None
+) -> web.StreamResponse:
+    """Relay ``request`` to the upstream and its answer back, byte for byte, with
+    ``extra_headers`` added to the response (e.g. the memory status of a completion)."""
     url = request.app[CONFIG].upstream.url + request.rel_url.raw_path_qs
     data = request.content if request.body_exists else None
     response = web.StreamResponse()
@@ -88,6 +91,7 @@ async def passthrough(request: web.Request) -> web.StreamResponse:
         ) as upstream:
             response.set_status(upstream.status, upstream.reason)
             response.headers.extend(end_to_end(upstream.headers, {"content-length"}))
+            response.headers.update(extra_headers or {})
             if upstream.content_length is not None:
                 response.content_length = upstream.content_length
             await response.prepare(request)

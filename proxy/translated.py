@@ -4,8 +4,9 @@ and ``proxy.reframe`` (replies).
 
 ``/api/chat`` and ``/api/generate`` keep the whole memory pipeline (recall, injection, tee,
 outbox) of ``proxy.chat``; only the wire format to the upstream changes. ``/api/tags``,
-``/api/embed``, ``/api/embeddings`` and ``/api/version`` are answered from the ``/v1`` API;
-other ``/api/*`` endpoints (pull, show, ps, ...) answer 501 with a clear error.
+``/api/embed``, ``/api/embeddings``, ``/api/show``, ``/api/ps`` and ``/api/version`` are
+answered from the ``/v1`` API; other ``/api/*`` endpoints (pull, create, ...) answer 501 with a
+clear error.
 """
 
 from __future__ import annotations
@@ -30,6 +31,8 @@ from proxy.openai_upstream import (
     embed_request,
     embed_response,
     error_message,
+    ps_from_models,
+    show_from_models,
     tags_from_models,
     to_openai_request,
 )
@@ -189,6 +192,29 @@ async def tags(request: web.Request) -> web.Response:
     """``GET /api/tags`` from ``GET /v1/models``."""
     status, reply = await _json_call(request, "GET", "/v1/models")
     return web.json_response(tags_from_models(reply) if status == 200 else reply, status=status)
+
+
+async def show(request: web.Request) -> web.Response:
+    """``POST /api/show`` from ``GET /v1/models`` (:func:`show_from_models`); 404 with
+    Ollama's message when the server does not list the model."""
+    body = decode_json_object(await request.read())
+    name = body.get("model", body.get("name"))
+    if not isinstance(name, str) or not name:
+        raise BadRequest("model is required")
+    status, reply = await _json_call(request, "GET", "/v1/models")
+    if status != 200:
+        return web.json_response(reply, status=status)
+    shown = show_from_models(reply if isinstance(reply, dict) else {}, name)
+    if shown is None:
+        return web.json_response({"error": f"model '{name}' not found"}, status=404)
+    return web.json_response(shown)
+
+
+async def ps(request: web.Request) -> web.Response:
+    """``GET /api/ps`` from ``GET /v1/models`` (:func:`ps_from_models`)."""
+    status, reply = await _json_call(request, "GET", "/v1/models")
+    listed = ps_from_models(reply if isinstance(reply, dict) else {})
+    return web.json_response(listed if status == 200 else reply, status=status)
 
 
 async def embed(request: web.Request) -> web.Response:

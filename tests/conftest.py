@@ -61,7 +61,8 @@ def make_config(fake_url: str, store_path: Path, **sections: dict[str, Any]) -> 
         "listen": {"port": 0},
         "upstream": {"url": fake_url},
         "store": {"path": str(store_path)},
-        "memory": {"timeout_ms": 2000},
+        # most tests read the block from the system message; placement tests set their own
+        "memory": {"timeout_ms": 2000, "placement": "system"},
     }
     for name, values in sections.items():
         data[name] = {**data.get(name, {}), **values}

@@ -1,18 +1,6 @@
-"""What every wire-format adapter provides, and the reply it assembles."""
+"""What every wire-format adapter provides, and the reply it assembles.
 
-from __future__ import annotations
-
-from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol, TypeVar
-
-from pydantic import ValidationError
-
-from proxy.wire import ApiKind, Framing, Wire
-
-C = TypeVar("C", bound=Wire)
-
-Placement = Literal["system", "before_user", "user"]
-"""Where the memory block goes (``memory.placement``):
+Where an adapter puts the memory block is the :data:`Placement` (``memory.placement``):
 
 - ``system``: merged into the client's leading system instructions (the first release's
   behaviour). Every turn whose recall differs changes the prompt's first tokens, so a server
@@ -24,6 +12,20 @@ Placement = Literal["system", "before_user", "user"]
 The last two keep the client's own prefix byte-identical from turn to turn, so only the latest
 turn is evaluated anew; ``scripts/bench_prefix.py`` measures the difference.
 """
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Protocol, TypeVar
+
+from pydantic import ValidationError
+
+from memory.config import Placement
+from proxy.wire import ApiKind, Framing, Wire
+
+__all__ = ["SAMPLING", "Adapter", "Placement", "Reply", "parse_chunk"]
+
+C = TypeVar("C", bound=Wire)
 
 SAMPLING = ("temperature", "top_p")
 """The sampling knobs the affect state may set (where the client set none)."""
@@ -77,6 +79,11 @@ class Adapter(Protocol):
 
     def speaker(self, body: dict[str, Any]) -> str | None:
         """The name the user's turn is signed with, if the format has one."""
+        ...
+
+    def is_completion(self, body: dict[str, Any]) -> bool:
+        """Whether ``body`` asks for a text completion (raw prompt, fill-in-the-middle) rather
+        than a conversational turn: relayed without recall and never stored."""
         ...
 
     def inject(

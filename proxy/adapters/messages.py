@@ -107,6 +107,10 @@ class MessagesFormat:
                 return text if text.strip() else None
         return None
 
+    def is_completion(self, body: dict[str, Any]) -> bool:
+        """False: a ``messages`` body is a conversation."""
+        return False
+
     def recall_query(self, body: dict[str, Any], turn: str) -> str:
         """The turn itself, or, when it depends on the previous turn (:func:`depends_on_previous`),
         the previous user message and this one (so "what did she say about it?" finds what "it"

@@ -9,6 +9,7 @@ when the upstream is OpenAI-compatible. Wire format: ``../shared/reference/ollam
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
@@ -35,6 +36,8 @@ OLLAMA_METRICS = (
     "eval_duration",
 )
 """Fields of Ollama's final chunk kept as exchange metrics (durations in nanoseconds)."""
+LITELLM_SECTION = re.compile(r"(?:\A|\n\n)### (User|System|Assistant|Response):\n")
+"""A section header of a LiteLLM ``ollama/`` prompt (``ollama_pt``)."""
 IMAGE_MAGIC = {"/9j/": "image/jpeg", "iVBOR": "image/png", "R0lGOD": "image/gif"}
 """Base64 openings of image formats (Ollama sends bare base64; OpenAI wants a data URL)."""
 
@@ -91,6 +94,27 @@ class OllamaFormat:
                     reply.metrics[name] = value
 
 
+def litellm_turns(prompt: str) -> list[str]:
+    """The user sections of a prompt LiteLLM's ``ollama/`` provider wrapped a chat into
+    (``### User:\\n...\\n\\n### Assistant:\\n...``; ``ollama_pt`` in LiteLLM's
+    ``prompt_templates/factory.py``), stripped, in order; ``[]`` when ``prompt`` does not open
+    with such a section (it is then taken as it is).
+
+    >>> litellm_turns("### System:\\nBe brief.\\n\\n### User:\\nI live in Porto.\\n\\n")
+    ['I live in Porto.']
+    >>> litellm_turns("### User:\\na\\n\\n### Assistant:\\nb\\n\\n### User:\\nc\\n\\n")
+    ['a', 'c']
+    >>> litellm_turns("Tell me about ### User: headers")
+    []
+    """
+    if not LITELLM_SECTION.match(prompt.lstrip()):
+        return []
+    parts = LITELLM_SECTION.split(prompt.lstrip())
+    # split() yields ["", role, text, role, text, ...]
+    pairs = zip(parts[1::2], parts[2::2], strict=True)
+    return [text.strip() for role, text in pairs if role == "User" and text.strip()]
+
+
 class OllamaChat(MessagesFormat, OllamaFormat):
     """``POST /api/chat``: messages in, ``message`` chunks out."""
 
@@ -139,19 +163,28 @@ class OllamaGenerate(OllamaFormat):
     request_model: type[Wire] = OllamaGenerateRequest
 
     def user_turn(self, body: dict[str, Any]) -> str | None:
-        """The prompt; None when absent or blank (model load/unload) and in ``raw`` mode."""
+        """The prompt (the last user section of a LiteLLM-wrapped one: :func:`litellm_turns`);
+        None when absent or blank (model load/unload) and for completions (raw, suffix)."""
         prompt = body.get("prompt")
-        if body.get("raw") or not isinstance(prompt, str) or not prompt.strip():
+        if self.is_completion(body) or not isinstance(prompt, str) or not prompt.strip():
             return None
-        return prompt
+        turns = litellm_turns(prompt)
+        return turns[-1] if turns else prompt
+
+    def is_completion(self, body: dict[str, Any]) -> bool:
+        """``raw`` (the client applied its own template) or ``suffix`` (fill-in-the-middle, e.g.
+        code autocomplete): text to continue, not a conversational turn."""
+        return bool(body.get("raw")) or body.get("suffix") is not None
 
     def recall_query(self, body: dict[str, Any], turn: str) -> str:
         """The prompt itself (a generate request has no earlier turns)."""
         return turn
 
     def earlier_user_turns(self, body: dict[str, Any]) -> frozenset[str]:
-        """None: the model sees only this prompt."""
-        return frozenset()
+        """The earlier user sections of a LiteLLM-wrapped prompt; else none."""
+        prompt = body.get("prompt")
+        turns = litellm_turns(prompt) if isinstance(prompt, str) else []
+        return frozenset(t for t in turns[:-1] if t)
 
     def speaker(self, body: dict[str, Any]) -> str | None:
         """None: a prompt carries no name."""
