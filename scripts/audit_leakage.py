@@ -166,7 +166,9 @@ def config_for(store: Path, upstream: str, kind: str, scoring: bool) -> Config:
             "upstream": {"url": upstream, "kind": kind, "read_timeout_s": 300},
             "store": {"path": str(store)},
             "embedder": {"kind": "sentence-transformers"},
-            "memory": {"max_tokens": 256, "timeout_ms": 30000},
+            # placement system: the echoing fake repeats the user's turn, which with the block
+            # in it (placement user) would store each earlier block inside the next reply
+            "memory": {"max_tokens": 256, "timeout_ms": 30000, "placement": "system"},
             "resilience": {"embed_timeout_ms": 60000},
             "symbiosis": {"enabled": scoring},
         }

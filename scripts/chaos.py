@@ -99,7 +99,9 @@ class World:
             f"listen:\n  port: {self.proxy_port}\n"
             f"upstream:\n  url: {self.fake.url}\n  read_timeout_s: 30\n"
             f"store:\n  url: http://127.0.0.1:{self.chroma_port}\n  path: {self.tmp / 'chroma'}\n"
+            # placement system: a chat is checked against the fake's echo of the user's turn
             f"memory:\n  timeout_ms: 800\n  retry_base_s: 0.2\n  retry_max_s: 2\n"
+            f"  placement: system\n"
             f"  outbox_path: {self.tmp / 'outbox.sqlite3'}\n"
             f"resilience:\n  failure_threshold: 3\n  reset_timeout_s: 1\n"
             f"  embed_timeout_ms: 2000\n  store_timeout_ms: 2000\n"
