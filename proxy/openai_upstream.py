@@ -214,26 +214,14 @@ def show_from_models(models: dict[str, Any], name: str) -> dict[str, Any] | None
 
 
 def ps_from_models(models: dict[str, Any]) -> dict[str, Any]:
-    """``/v1/models`` -> ``/api/ps``: every listed model as loaded (an OpenAI-compatible
-    server serves what it lists; sizes unknown, no expiry).
+    """``/v1/models`` -> ``/api/ps``: every listed model (:func:`tags_from_models`) as loaded
+    (an OpenAI-compatible server serves what it lists; sizes unknown, no expiry).
 
     >>> ps_from_models({"data": [{"id": "smollm2"}]})["models"][0]["name"]
     'smollm2'
     """
-    out = []
-    for model_id in _listed(models):
-        out.append(
-            {
-                "name": model_id,
-                "model": model_id,
-                "size": 0,
-                "digest": "",
-                "details": {"format": "", "family": "", "parameter_size": ""},
-                "expires_at": "0001-01-01T00:00:00Z",
-                "size_vram": 0,
-            }
-        )
-    return {"models": out}
+    loaded = {"expires_at": "0001-01-01T00:00:00Z", "size_vram": 0}
+    return {"models": [{**m, **loaded} for m in tags_from_models(models)["models"]]}
 
 
 def embed_request(body: dict[str, Any]) -> dict[str, Any]:

@@ -50,7 +50,6 @@ from typing import Any
 
 import aiohttp
 import ollama
-from aiohttp import web
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -63,6 +62,7 @@ from proxy.config import Config  # noqa: E402
 from proxy.state import MEMORY  # noqa: E402
 from testing.fake_upstream import FakeOllama  # noqa: E402
 from testing.llama import MODEL, LlamaUnavailable, llama_server  # noqa: E402
+from testing.net import serve_app  # noqa: E402
 from testing.tap import Tap  # noqa: E402
 
 USER = "audit"
@@ -175,14 +175,6 @@ def config_for(store: Path, upstream: str, kind: str, scoring: bool) -> Config:
     )
 
 
-async def started(config: Config) -> tuple[web.AppRunner, str]:
-    """The proxy app for ``config`` on a free loopback port, and its URL."""
-    runner = web.AppRunner(create_app(config))
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", 0).start()
-    return runner, f"http://127.0.0.1:{runner.addresses[0][1]}"
-
-
 async def remember(
     store: Path, cases: list[Case], benign: list[tuple[str, str]], scoring: bool
 ) -> None:
@@ -191,7 +183,7 @@ async def remember(
     fake = FakeOllama()
     fake.scripted = {c.request: compliance(c.words) for c in cases} | dict(benign)
     await fake.start()
-    runner, url = await started(config_for(store, fake.url, "ollama", scoring))
+    runner, url = await serve_app(create_app(config_for(store, fake.url, "ollama", scoring)))
     client = ollama.AsyncClient(host=url, headers={"X-Memory-User": USER})
     try:
         turns = [u for u, _ in benign] + [c.request for c in cases]
@@ -225,7 +217,7 @@ async def replay(store: Path, arm: Arm, upstream: str, kind: str, scoring: bool)
     requests recorded by a tap."""
     tap = Tap()
     tapped = await tap.start(upstream)
-    runner, url = await started(config_for(store, tapped, kind, scoring))
+    runner, url = await serve_app(create_app(config_for(store, tapped, kind, scoring)))
     service = runner.app[MEMORY]
     path = "/v1/chat/completions" if kind == "openai" else "/api/chat"
     repulsor_words = [w for c in arm.cases if c.polarity == "repulsor" for w in c.words]

@@ -33,7 +33,8 @@ import asyncio
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +50,7 @@ from proxy.app import create_app  # noqa: E402
 from proxy.config import Config  # noqa: E402
 from proxy.state import MEMORY  # noqa: E402
 from testing.fake_upstream import FakeOllama  # noqa: E402
+from testing.net import serve_app  # noqa: E402
 
 USER = "marta"
 SYSTEM = "You are a helpful assistant. Answer briefly and concretely."
@@ -145,25 +147,30 @@ def reuse_shares(prompts: list[list[dict[str, Any]]], replies: list[str]) -> lis
     return shares
 
 
-async def start(config: Config) -> tuple[str, web.AppRunner]:
-    runner = web.AppRunner(create_app(config))
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    return f"http://127.0.0.1:{runner.addresses[0][1]}", runner
-
-
-def proxy_config(
-    tmp: str, upstream: str, kind: str, placement: str, embedder: dict[str, Any]
-) -> Config:
-    return Config.model_validate(
+@asynccontextmanager
+async def target(
+    arm: str, tmp: str, upstream: str, kind: str, embedder: dict[str, Any]
+) -> AsyncIterator[tuple[str, web.AppRunner | None]]:
+    """Where an arm's chat goes: the ``upstream`` itself (``direct``), or a proxy in front of
+    it with placement ``arm`` and a fresh store seeded with :data:`EARLIER`; yields its URL
+    and the proxy's runner (None when direct)."""
+    if arm == "direct":
+        yield upstream, None
+        return
+    config = Config.model_validate(
         {
             "upstream": {"url": upstream, "kind": kind},
-            "store": {"path": f"{tmp}/chroma-{placement}"},
+            "store": {"path": f"{tmp}/chroma-{arm}"},
             "embedder": embedder,
-            "memory": {"placement": placement, "timeout_ms": 10000},
+            "memory": {"placement": arm, "timeout_ms": 10000},
         }
     )
+    runner, url = await serve_app(create_app(config))
+    try:
+        await seed(runner)
+        yield url, runner
+    finally:
+        await runner.cleanup()
 
 
 async def seed(runner: web.AppRunner) -> None:
@@ -222,20 +229,14 @@ async def token_arms(embedder: dict[str, Any]) -> dict[str, float]:
     with tempfile.TemporaryDirectory() as tmp:
         async with aiohttp.ClientSession() as http:
             for arm in ("direct", *PLACEMENTS):
-                runner = None
-                url = fake.url
-                if arm != "direct":
-                    url, runner = await start(proxy_config(tmp, fake.url, "ollama", arm, embedder))
-                    await seed(runner)
-                fake.requests.clear()
-                replies, _ = await play(http, url, "/api/chat", "m", runner)
+                async with target(arm, tmp, fake.url, "ollama", embedder) as (url, runner):
+                    fake.requests.clear()
+                    replies, _ = await play(http, url, "/api/chat", "m", runner)
                 prompts = [r.json()["messages"] for r in fake.calls("/api/chat")]
                 shares = reuse_shares(prompts, replies)
                 results[arm] = sum(shares) / len(shares)
                 per_turn = " ".join(f"{s:.2f}" for s in shares)
                 print(f"{arm:<12} reuse={results[arm]:.3f}  per turn 2-10: {per_turn}")
-                if runner is not None:
-                    await runner.cleanup()
     await fake.close()
     return results
 
@@ -254,17 +255,11 @@ async def latency_arms(embedder: dict[str, Any]) -> dict[str, float]:
         async with aiohttp.ClientSession(timeout=timeout) as http:
             await play(http, llama, "/v1/chat/completions", MODEL, None)  # warm the model
             for arm in ("direct", "system", "user"):
-                runner = None
-                url = llama
-                if arm != "direct":
-                    url, runner = await start(proxy_config(tmp, llama, "openai", arm, embedder))
-                    await seed(runner)
-                _, times = await play(http, url, "/v1/chat/completions", MODEL, runner)
+                async with target(arm, tmp, llama, "openai", embedder) as (url, runner):
+                    _, times = await play(http, url, "/v1/chat/completions", MODEL, runner)
                 results[arm] = sum(times[1:]) / len(times[1:])
                 per_turn = " ".join(f"{t:.0f}" for t in times)
                 print(f"{arm:<12} turn_ms={results[arm]:.0f}  per turn: {per_turn}")
-                if runner is not None:
-                    await runner.cleanup()
     await fake.close()
     return results
 

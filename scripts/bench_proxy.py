@@ -43,16 +43,9 @@ from proxy.app import create_app  # noqa: E402
 from proxy.config import Config  # noqa: E402
 from proxy.state import MEMORY  # noqa: E402
 from testing.fake_upstream import FakeOllama  # noqa: E402
+from testing.net import serve_app  # noqa: E402
 
 TOPICS = ["cat", "garden", "bicycle", "piano", "python", "lisbon", "coffee", "marathon", "tax"]
-
-
-async def start(config: Config) -> tuple[str, web.AppRunner]:
-    runner = web.AppRunner(create_app(config))
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    return f"http://127.0.0.1:{runner.addresses[0][1]}", runner
 
 
 async def seed(runner: web.AppRunner, count: int) -> None:
@@ -95,8 +88,9 @@ async def main(requests: int, memories: int) -> None:
     await fake.start()
     with tempfile.TemporaryDirectory() as tmp:
         base = {"upstream": {"url": fake.url}, "store": {"path": f"{tmp}/chroma"}}
-        off_url, off = await start(Config.model_validate({**base, "memory": {"enabled": False}}))
-        on_url, on = await start(Config.model_validate(base))
+        off_config = Config.model_validate({**base, "memory": {"enabled": False}})
+        off, off_url = await serve_app(create_app(off_config))
+        on, on_url = await serve_app(create_app(Config.model_validate(base)))
         await seed(on, memories)
         targets = {"direct": fake.url, "proxy, memory off": off_url, "proxy, memory on": on_url}
         times: dict[str, list[float]] = {

@@ -6,6 +6,8 @@ import asyncio
 import socket
 import time
 
+from aiohttp import web
+
 
 def free_port() -> int:
     """A TCP port free on 127.0.0.1 right now."""
@@ -32,3 +34,12 @@ async def wait_listening(
         await writer.wait_closed()
         return
     raise RuntimeError(f"nothing listens on {port} after {timeout_s} s")
+
+
+async def serve_app(app: web.Application) -> tuple[web.AppRunner, str]:
+    """``app`` running in this event loop on a free loopback port: its runner (call
+    ``cleanup()`` to stop it) and its base URL."""
+    runner = web.AppRunner(app)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    return runner, f"http://127.0.0.1:{runner.addresses[0][1]}"
