@@ -199,6 +199,12 @@ class MemoryConfig(Frozen):
     system message, the first release's behaviour). The first two keep the client's own prompt
     prefix stable, so the server's prefix cache (KV cache reuse) survives each turn's recall;
     ``scripts/bench_prefix.py`` measures it."""
+    sticky_blocks: int = Field(default=4096, ge=0)
+    """How many injected blocks (one per conversation turn) each replica keeps, LRU, to put
+    back where they were on the conversation's later turns, so the upstream prompt only grows
+    at its end and the server's prefix cache keeps all of it (``proxy.sticky``; a few KB each).
+    Each memory is then shown once per conversation. 0: earlier turns are sent as the client
+    sent them. Not used with ``placement: system``."""
     task_patterns: tuple[str, ...] = OPEN_WEBUI_TASKS
     """Regular expressions (Python ``re``, searched in the user turn): a match marks a client's
     background task (a chat title, tags, autocomplete), which gets no recall and is never

@@ -251,13 +251,15 @@ class MemoryService:
         query: str,
         knobs: Mapping[str, float] | None = None,
         in_context: frozenset[str] = frozenset(),
+        shown: frozenset[str] = frozenset(),
     ) -> MemoryBlock:
         """The memory block for ``query`` in ``scope``; raises MemoryLayerError subclasses.
-        ``in_context``: user turns the request already carries (their memories are left out).
+        ``in_context``: user turns the request already carries (their memories are left out);
+        ``shown``: ids of memories already injected earlier in the conversation (left out).
 
         The injected memories' ``access_count`` and ``last_access_at`` are updated in the
         store later, by the writer (never on the response path)."""
-        block = await self.recaller.recall(scope, query, knobs, in_context)
+        block = await self.recaller.recall(scope, query, knobs, in_context, shown)
         if block.ids:
             self.access.touch(scope.user, block.ids, time.time())
         return block

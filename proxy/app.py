@@ -24,12 +24,14 @@ from proxy.state import (
     CONFIG,
     COUNTERS,
     MEMORY,
+    STICKY,
     TRAITS,
     UPSTREAM,
     UPSTREAM_BREAKER,
     Counters,
     UpstreamTraits,
 )
+from proxy.sticky import StickyBlocks
 
 log = logging.getLogger(__name__)
 
@@ -122,6 +124,8 @@ def create_app(config: Config) -> web.Application:
     app.cleanup_ctx.append(upstream_session)
     if config.memory.enabled:
         app.cleanup_ctx.append(memory_service)
+        if config.memory.sticky_blocks and config.memory.placement != "system":
+            app[STICKY] = StickyBlocks(config.memory.sticky_blocks)
         if config.affect.enabled:
             app[AFFECT] = Affect(config.affect, resolve_ranges(config.knobs, config.memory))
     for adapter in ADAPTERS.values():

@@ -15,6 +15,7 @@ import re
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
+from typing import Any
 
 import aiohttp
 from aiohttp import web
@@ -23,11 +24,13 @@ from memory.affect import text_signals
 from memory.errors import MemoryLayerError
 from memory.types import Exchange, ExchangeStatus, MemoryBlock, Scope
 from proxy.adapters import Adapter, Reply
+from proxy.adapters.base import Conversational
 from proxy.errors import PayloadTooLarge
 from proxy.headers import end_to_end, to_upstream
 from proxy.passthrough import abort, upstream_request
 from proxy.scope import scope_for
-from proxy.state import AFFECT, CONFIG, COUNTERS, MEMORY, PLAN_LISTENERS
+from proxy.state import AFFECT, CONFIG, COUNTERS, MEMORY, PLAN_LISTENERS, STICKY
+from proxy.sticky import StickyTurn
 from proxy.tee import Tee, framing_for
 from proxy.wire import Framing, decode_json_object, validate
 
@@ -78,15 +81,18 @@ async def recall_fail_open(
     query: str,
     knobs: dict[str, float] | None,
     in_context: frozenset[str] = frozenset(),
+    shown: frozenset[str] = frozenset(),
 ) -> MemoryBlock | None:
     """Recall within ``memory.timeout_ms``; None (with a warning and a count) if memory fails.
+    ``in_context`` and ``shown`` are passed on to ``MemoryService.recall``.
 
     This is the single place where the proxy fails open on recall.
     """
     memory = request.app[MEMORY]
     timeout_s = request.app[CONFIG].memory.timeout_ms / 1000
+    recall = memory.recall(scope, query, knobs, in_context, shown)
     try:
-        return await asyncio.wait_for(memory.recall(scope, query, knobs, in_context), timeout_s)
+        return await asyncio.wait_for(recall, timeout_s)
     except (TimeoutError, MemoryLayerError) as exc:
         request.app[COUNTERS].fail_open += 1
         reason = f"timed out after {timeout_s:.3f}s" if isinstance(exc, TimeoutError) else exc
@@ -111,6 +117,19 @@ def is_task(patterns: tuple[str, ...], turn: str) -> bool:
     """
     regex = _task_regex(patterns)
     return regex is not None and regex.search(turn) is not None
+
+
+def sticky_turn(
+    request: web.Request, adapter: Adapter, scope: Scope, body: dict[str, Any]
+) -> StickyTurn | None:
+    """The request's :class:`~proxy.sticky.StickyTurn`, or None when blocks are not sticky
+    (``memory.sticky_blocks`` 0, ``system`` placement, or a format with no conversation)."""
+    blocks = request.app.get(STICKY)
+    if blocks is None or request.app[CONFIG].memory.placement == "system":
+        return None
+    if not isinstance(adapter, Conversational):
+        return None
+    return StickyTurn.of(adapter, blocks, scope, body)
 
 
 def steer(request: web.Request, scope: Scope, query: str) -> dict[str, float] | None:
@@ -138,23 +157,33 @@ async def plan(request: web.Request, adapter: Adapter) -> Plan:
     if is_task(request.app[CONFIG].memory.task_patterns, query):
         return Plan(raw, model, scope, None, MemoryBlock.empty(), "bypassed", reason="task")
     knobs = steer(request, scope, query)
-    block = await recall_fail_open(
-        request, scope, adapter.recall_query(body, query), knobs, adapter.earlier_user_turns(body)
-    )
+    sticky = sticky_turn(request, adapter, scope, body)
+    if sticky is not None and sticky.earlier.current is not None:
+        block: MemoryBlock | None = sticky.earlier.current.block()  # a tool step: same turn
+    else:
+        shown = sticky.earlier.shown_ids if sticky is not None else frozenset()
+        in_context = adapter.earlier_user_turns(body)
+        recall_query = adapter.recall_query(body, query)
+        block = await recall_fail_open(request, scope, recall_query, knobs, in_context, shown)
     if block is not None and AFFECT in request.app:
         request.app[AFFECT].recalled(scope.user, block.best_similarity)
     injected = block is not None and bool(block.text)
     sampled = knobs is not None and request.app[CONFIG].knobs.sampling
+    placement = request.app[CONFIG].memory.placement
     if block is not None and injected:
         request.app[COUNTERS].recalled += 1
         stages = {k: round(v, 2) for k, v in block.timings_ms.items()}
         log.debug(
             "recalled %d memories (%d tokens), stage ms %s", len(block.ids), block.tokens, stages
         )
-        body = adapter.inject(body, block.text, request.app[CONFIG].memory.placement)
+        body = adapter.inject(body, block.text, placement)
+    if sticky is not None:
+        sticky.remember(block or MemoryBlock.empty())
+        body = sticky.reinsert(body, placement)
     if sampled and knobs is not None:
         body = adapter.with_sampling(body, knobs)
-    sent = json.dumps(body, ensure_ascii=False).encode("utf-8") if injected or sampled else raw
+    edited = injected or sampled or (sticky is not None and bool(sticky.earlier.blocks))
+    sent = json.dumps(body, ensure_ascii=False).encode("utf-8") if edited else raw
     status = "injected" if injected else ("skipped" if block is None else "none")
     speaker = adapter.speaker(body)
     decided = Plan(sent, model, scope, query, block or MemoryBlock.empty(), status, speaker)

@@ -14,6 +14,7 @@ from memory.resilience import CircuitBreaker
 from memory.service import MemoryService
 from memory.structured import Dialect
 from proxy.config import Config
+from proxy.sticky import StickyBlocks
 
 
 @dataclass
@@ -42,6 +43,8 @@ COUNTERS = web.AppKey("counters", Counters)
 TRAITS = web.AppKey("traits", UpstreamTraits)
 UPSTREAM_BREAKER = web.AppKey("upstream_breaker", CircuitBreaker)
 AFFECT = web.AppKey("affect", Affect)
+STICKY = web.AppKey("sticky", StickyBlocks)
+"""The blocks given to conversation turns (``proxy.sticky``); absent when they are not sticky."""
 PLAN_LISTENERS = web.AppKey("plan_listeners", list[Callable[[Any], None]])
 """Callbacks given each request's ``proxy.chat.Plan`` (what was recalled and injected) before
 it goes upstream; used by ``symbiotic-memory demo``. Must not block."""

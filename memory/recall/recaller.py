@@ -82,12 +82,13 @@ class Recaller:
         query: str,
         knobs: Knobs | None = None,
         in_context: frozenset[str] = frozenset(),
+        shown: frozenset[str] = frozenset(),
     ) -> MemoryBlock:
         """Recall for one request; ``knobs`` (``k``, ``max_tokens``, ``min_similarity``) override
         the configured values. Memories of user turns listed in ``in_context`` (the request's
         own earlier messages, already in front of the model) are left out
-        (:func:`already_in_context`). ``timings_ms`` has ``embed``, ``candidates``, ``rank``,
-        ``pack``.
+        (:func:`already_in_context`), and so are the memories whose ids are in ``shown``.
+        ``timings_ms`` has ``embed``, ``candidates``, ``rank``, ``pack``.
 
         Raises:
             EmbedderError, StoreError: the caller fails open.
@@ -112,6 +113,8 @@ class Recaller:
         t3 = time.perf_counter()
         if in_context:
             ranked = (h for h in ranked if not already_in_context(h, in_context))
+        if shown:
+            ranked = (h for h in ranked if h.id not in shown)
         block = render_block(ranked, self._config.template, max_tokens, k, caution)
         t4 = time.perf_counter()
         timings = {

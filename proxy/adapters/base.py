@@ -10,20 +10,30 @@ Where an adapter puts the memory block is the :data:`Placement` (``memory.placem
 - ``user``: a leading part of the turn being answered, before the user's own text.
 
 The last two keep the client's own prefix byte-identical from turn to turn, so only the latest
-turn is evaluated anew; ``scripts/bench_prefix.py`` measures the difference.
+turn is evaluated anew. An adapter that is also :class:`Conversational` lets the proxy put each
+earlier turn's block back where it was (``proxy.sticky``), so the upstream prompt only ever
+grows at its end; ``scripts/bench_prefix.py`` measures the difference.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Protocol, TypeVar
+from typing import Any, Protocol, TypeVar, runtime_checkable
 
 from pydantic import ValidationError
 
 from memory.config import Placement
 from proxy.wire import ApiKind, Framing, Wire
 
-__all__ = ["SAMPLING", "Adapter", "Placement", "Reply", "parse_chunk"]
+__all__ = [
+    "SAMPLING",
+    "Adapter",
+    "Conversation",
+    "Conversational",
+    "Placement",
+    "Reply",
+    "parse_chunk",
+]
 
 C = TypeVar("C", bound=Wire)
 
@@ -100,6 +110,36 @@ class Adapter(Protocol):
     def absorb(self, reply: Reply, frame: dict[str, Any]) -> None:
         """Fold one decoded reply frame (a streamed chunk or the whole body, never an error
         frame) into ``reply``; a frame that is not of this format counts as ``unparsed``."""
+        ...
+
+
+@dataclass(frozen=True)
+class Conversation:
+    """The shape of a conversation body as the client sent it (before any injection)."""
+
+    digests: tuple[str, ...]
+    """One SHA-256 (hex) per user message, in order: of the conversation up to and including
+    that message (canonical JSON of each message). Equal digests mean the client resent the
+    same conversation up to that turn."""
+    continued: bool
+    """Whether something follows the last user message (a tool step of the same turn)."""
+
+
+@runtime_checkable
+class Conversational(Protocol):
+    """An adapter whose body is a conversation the client resends each turn (``messages``):
+    what lets the proxy re-insert earlier turns' blocks (``proxy.sticky``)."""
+
+    def conversation(self, body: dict[str, Any]) -> Conversation:
+        """The :class:`Conversation` of ``body``."""
+        ...
+
+    def inject_at(
+        self, body: dict[str, Any], turn: int, block: str, placement: Placement
+    ) -> dict[str, Any]:
+        """A copy of ``body`` with ``block`` placed at user message number ``turn`` (0-based,
+        negative from the end) as ``placement`` (``before_user`` or ``user``) says; raises
+        IndexError when there is no such user message."""
         ...
 
 

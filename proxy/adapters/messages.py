@@ -8,10 +8,12 @@ into the turn being answered, just before it, or merged into the client's own le
 
 from __future__ import annotations
 
+import hashlib
+import json
 import re
 from typing import Any
 
-from proxy.adapters.base import Placement
+from proxy.adapters.base import Conversation, Placement
 
 SYSTEM_ROLES = ("system", "developer")
 
@@ -149,6 +151,27 @@ class MessagesFormat:
         name = users[-1].get("name") if users else None
         return name.strip() if isinstance(name, str) and name.strip() else None
 
+    def conversation(self, body: dict[str, Any]) -> Conversation:
+        """Digests of the conversation at each user message (see
+        :class:`~proxy.adapters.base.Conversation`); one running SHA-256, so O(body size).
+
+        >>> body = {"messages": [{"role": "user", "content": "a"},
+        ...                      {"role": "assistant", "content": "b"}]}
+        >>> c = MessagesFormat().conversation(body)
+        >>> len(c.digests), c.continued
+        (1, True)
+        """
+        running = hashlib.sha256()
+        digests: list[str] = []
+        messages = body.get("messages") or []
+        for message in messages:
+            canonical = json.dumps(message, sort_keys=True, separators=(",", ":"))
+            running.update(canonical.encode("utf-8") + b"\n")
+            if message.get("role") == "user":
+                digests.append(running.copy().hexdigest())
+        continued = bool(messages) and messages[-1].get("role") != "user"
+        return Conversation(tuple(digests), continued)
+
     def inject(
         self, body: dict[str, Any], block: str, placement: Placement = "system"
     ) -> dict[str, Any]:
@@ -163,24 +186,30 @@ class MessagesFormat:
         >>> [m["role"] for m in MessagesFormat().inject(body, "B", "before_user")["messages"]]
         ['system', 'system', 'user']
         """
+        if placement == "system" or not _users(body):
+            return {**body, "messages": _into_system(list(body.get("messages") or []), block)}
+        return self.inject_at(body, -1, block, placement)
+
+    def inject_at(
+        self, body: dict[str, Any], turn: int, block: str, placement: Placement
+    ) -> dict[str, Any]:
+        """A copy of ``body`` with ``block`` at user message number ``turn`` (0-based, negative
+        from the end): a system message just before it (``before_user``) or its leading part
+        (``user``); raises IndexError when there is no such user message.
+
+        >>> body = {"messages": [{"role": "user", "content": "a"},
+        ...                      {"role": "user", "content": "b"}]}
+        >>> MessagesFormat().inject_at(body, 0, "B", "user")["messages"][0]["content"]
+        'B\\n\\na'
+        """
         messages = list(body.get("messages") or [])
-        turn = _turn_index(messages)
-        if placement == "system" or turn is None:
-            return {**body, "messages": _into_system(messages, block)}
+        index = [i for i, m in enumerate(messages) if m.get("role") == "user"][turn]
         if placement == "before_user":
-            messages.insert(turn, {"role": "system", "content": block})
+            messages.insert(index, {"role": "system", "content": block})
         else:
-            message = messages[turn]
-            messages[turn] = {**message, "content": prepend_to(message.get("content"), block)}
+            message = messages[index]
+            messages[index] = {**message, "content": prepend_to(message.get("content"), block)}
         return {**body, "messages": messages}
-
-
-def _turn_index(messages: list[dict[str, Any]]) -> int | None:
-    """Index of the last user message (the turn being answered), or None."""
-    for index in range(len(messages) - 1, -1, -1):
-        if messages[index].get("role") == "user":
-            return index
-    return None
 
 
 def _into_system(messages: list[dict[str, Any]], block: str) -> list[dict[str, Any]]:
