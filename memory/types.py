@@ -9,6 +9,7 @@ from functools import cached_property
 from typing import Any, Literal
 
 from memory.record import MemoryRecord
+from memory.voice import user_voiced
 
 ExchangeStatus = Literal["ok", "failed", "aborted", "tool_call"]
 
@@ -77,11 +78,18 @@ class MemoryHit:
         building a new hit, not by changing ``metadata`` in place)."""
         return MemoryRecord.from_metadata(self.id, self.text, self.metadata)
 
+    @cached_property
+    def user_voiced(self) -> bool:
+        """Whether the memory holds the user's own words, not only an assistant's answer
+        (:func:`memory.voice.user_voiced`; computed once per hit)."""
+        return user_voiced(self.text)
+
     def with_similarity(self, similarity: float | None) -> MemoryHit:
         """The same memory with another ``similarity`` (keeping the decoded :attr:`record`)."""
         out = MemoryHit(self.id, self.text, self.metadata, similarity)
-        if "record" in self.__dict__:
-            out.__dict__["record"] = self.__dict__["record"]
+        for cached in ("record", "user_voiced"):
+            if cached in self.__dict__:
+                out.__dict__[cached] = self.__dict__[cached]
         return out
 
 

@@ -13,7 +13,9 @@ plays a 10-turn chat, each turn's reply appended to the history as a chat client
 alike. For every turn after the first, the prompt the upstream received is rendered with the
 ChatML template (SmolLM2's) and tokenised with cl100k; the server's cache after turn t-1 is that
 turn's prompt plus its reply. ``reuse`` = longest common prefix / prompt length, averaged over
-turns 2-10; the ratio is against the direct arm of the same run.
+turns 2-10; the ratio is against the direct arm of the same run. ``new_tokens`` is the mean
+count of tokens after that prefix: what the server evaluates anew each turn (the memory block
+itself is always new).
 
 Part 2 (``--llama``, needs ``scripts/setup-e2e``): the same chat against llama-cpp-python serving
 SmolLM2-135M-Instruct (``max_tokens`` 32, temperature 0), directly and through the proxy with
@@ -136,15 +138,20 @@ def common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
     return n
 
 
-def reuse_shares(prompts: list[list[dict[str, Any]]], replies: list[str]) -> list[float]:
+def reuse_shares(
+    prompts: list[list[dict[str, Any]]], replies: list[str]
+) -> tuple[list[float], list[int]]:
     """Per turn after the first: the share of its prompt's tokens that prefix the previous
-    turn's prompt and reply (what a prefix cache holds)."""
-    shares = []
+    turn's prompt and reply (what a prefix cache holds), and how many tokens follow that
+    prefix (what the server evaluates anew)."""
+    shares, fresh = [], []
     for t in range(1, len(prompts)):
         cached = tokens(chatml(prompts[t - 1]) + replies[t - 1] + "<|im_end|>\n")
         prompt = tokens(chatml(prompts[t]))
-        shares.append(common_prefix(cached, prompt) / len(prompt))
-    return shares
+        reused = common_prefix(cached, prompt)
+        shares.append(reused / len(prompt))
+        fresh.append(len(prompt) - reused)
+    return shares, fresh
 
 
 @asynccontextmanager
@@ -233,10 +240,13 @@ async def token_arms(embedder: dict[str, Any]) -> dict[str, float]:
                     fake.requests.clear()
                     replies, _ = await play(http, url, "/api/chat", "m", runner)
                 prompts = [r.json()["messages"] for r in fake.calls("/api/chat")]
-                shares = reuse_shares(prompts, replies)
+                shares, fresh = reuse_shares(prompts, replies)
                 results[arm] = sum(shares) / len(shares)
                 per_turn = " ".join(f"{s:.2f}" for s in shares)
-                print(f"{arm:<12} reuse={results[arm]:.3f}  per turn 2-10: {per_turn}")
+                new = sum(fresh) / len(fresh)
+                print(
+                    f"{arm:<12} reuse={results[arm]:.3f} new_tokens={new:.0f}  per turn: {per_turn}"
+                )
     await fake.close()
     return results
 

@@ -153,6 +153,8 @@ class UserIndex:
             self.context = context_vectors(self.vectors, self.prev, self.next)
             self.centroids = session_centroids(hits, self.vectors)
         self.speaker = np.array([h.record.speaker or "" for h in hits], dtype=object)
+        self.user_voiced = np.array([h.user_voiced for h in hits], dtype=bool)
+        """Memories holding the user's own words (``memory.voice``), shape ``(n,)``."""
         self._read_metadata()
         self.names = first_names({s for s in self.speaker if s})
         self._stemmer = Stemmer.Stemmer("english")

@@ -39,6 +39,11 @@ class Weights:
     """z-scored BM25."""
     off_subject: float = 0.2
     """Factor on the score of memories spoken by someone other than the query's subject."""
+    assistant_voiced: float = 0.5
+    """Factor on the score of a memory that only holds an assistant's answer to a question
+    (``memory.voice``): an answer counts half, so the user's own statement ranks first when
+    both match, and an answer alone is still recalled. Not tuned on LoCoMo, whose memories are
+    all the speakers' own messages (factor 1, so its figures are unchanged)."""
     neighbour: float = _default("neighbour_weight")
     """Share of a strong memory's score its session neighbours gain
     (``memory.neighbour_weight``)."""
@@ -176,6 +181,7 @@ def fused_scores(
     scores = _combsum(index, q, cosine, bm25, weights)
     if views.subject is not None:
         scores = np.where(index.speaker == views.subject, scores, scores * weights.off_subject)
+    scores = np.where(index.user_voiced, scores, scores * weights.assistant_voiced)
     strength = current_strength(index, metabolism)
     scores *= memory_weights(index, now, weights)
     top_bm25 = float(bm25.max()) if len(bm25) else 0.0

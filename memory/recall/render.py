@@ -7,9 +7,13 @@ import re
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 
+from memory.record import split_exchange
 from memory.tokens import count_tokens
 from memory.types import MemoryBlock, MemoryHit
 
+USER_SAID = "User said: "
+REPLY_SAID = " || Earlier reply (may be wrong): "
+"""How an exchange memory's two sides are marked in the block (:func:`render_body`)."""
 SHARED_MARK = "(shared knowledge) "
 """Before a shared-tier memory's line: it was said by several users, not by this one."""
 
@@ -39,17 +43,26 @@ def event_date(hit: MemoryHit) -> str:
 
 
 def render_body(hit: MemoryHit) -> str:
-    """A memory's text on one line (line breaks folded to `` / ``).
+    """A memory's text on one line (line breaks folded to `` / ``); an exchange reads
+    ``User said: ... || Earlier reply (may be wrong): ...``, so the model can tell the user's
+    own words from an assistant's answer (which a small model may have invented).
 
     A ``<memories>`` or ``</memories>`` tag inside the text is defused (``<\u200bmemories>``)
     so a stored text cannot close the data block and pose as instructions.
 
-    >>> render_body(MemoryHit(id="a", text="User: hi\\nAssistant: hello", metadata={}))
-    'User: hi / Assistant: hello'
+    >>> render_body(MemoryHit(id="a", text="User: I'm Ann\\nAssistant: Hello\\nAnn", metadata={}))
+    "User said: I'm Ann || Earlier reply (may be wrong): Hello / Ann"
+    >>> render_body(MemoryHit(id="b", text="Ann: we moved\\nto Porto", metadata={}))
+    'Ann: we moved / to Porto'
     """
-    text = " / ".join(line.strip() for line in hit.text.splitlines() if line.strip())
+    user, reply = split_exchange(hit.text)
+    text = f"{USER_SAID}{_fold(user)}{REPLY_SAID}{_fold(reply)}" if reply else _fold(user)
     text = _TAGS.sub(lambda m: m.group(0).replace("<", "<\u200b", 1), text)
     return SHARED_MARK + text if hit.record.tier == "shared" else text
+
+
+def _fold(text: str) -> str:
+    return " / ".join(line.strip() for line in text.splitlines() if line.strip())
 
 
 def render_memories(hits: Sequence[MemoryHit], caution: str | None = None) -> str:
