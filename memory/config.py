@@ -205,6 +205,11 @@ class MemoryConfig(Frozen):
     at its end and the server's prefix cache keeps all of it (``proxy.sticky``; a few KB each).
     Each memory is then shown once per conversation. 0: earlier turns are sent as the client
     sent them. Not used with ``placement: system``."""
+    sticky_max_tokens: int = Field(default=2048, ge=0)
+    """Most cl100k tokens of earlier turns' blocks put back into one conversation; beyond it
+    they are all dropped and the conversation starts over from the current turn (the upstream
+    re-reads the prompt once), so memories never fill a small context window (Ollama's
+    default is a few thousand tokens)."""
     task_patterns: tuple[str, ...] = OPEN_WEBUI_TASKS
     """Regular expressions (Python ``re``, searched in the user turn): a match marks a client's
     background task (a chat title, tags, autocomplete), which gets no recall and is never

@@ -125,11 +125,10 @@ def sticky_turn(
     """The request's :class:`~proxy.sticky.StickyTurn`, or None when blocks are not sticky
     (``memory.sticky_blocks`` 0, ``system`` placement, or a format with no conversation)."""
     blocks = request.app.get(STICKY)
-    if blocks is None or request.app[CONFIG].memory.placement == "system":
+    config = request.app[CONFIG].memory
+    if blocks is None or config.placement == "system" or not isinstance(adapter, Conversational):
         return None
-    if not isinstance(adapter, Conversational):
-        return None
-    return StickyTurn.of(adapter, blocks, scope, body)
+    return StickyTurn.of(adapter, blocks, scope, body, config.sticky_max_tokens)
 
 
 def steer(request: web.Request, scope: Scope, query: str) -> dict[str, float] | None:

@@ -12,8 +12,12 @@ leave out the ones already shown). This is the pattern agent harnesses use for t
 in user turns.
 
 Blocks are kept per replica in an LRU keyed by (user, session, digest of the conversation up to
-the turn); a turn answered by another replica, or evicted, falls back to the client's own text
-for that turn: the prompt is still correct, only its cached prefix is shorter.
+the turn), each with the turns whose blocks were in its prompt, so the next turn rebuilds exactly
+that prompt. A turn answered by another replica, or evicted, falls back to the blocks this
+replica has (or the client's own text): the prompt is still correct, only its cached prefix is
+shorter. When a conversation's earlier blocks add up to more than ``memory.sticky_max_tokens``
+they are dropped at once and the conversation starts over from the current turn: one re-read of
+the prompt instead of a context window that fills with memories.
 """
 
 from __future__ import annotations
@@ -30,14 +34,17 @@ Key = tuple[str, str, str]
 
 @dataclass(frozen=True)
 class Shown:
-    """A block that went into one turn: its exact text and the memories in it."""
+    """What went into one turn's prompt: the turn's block (its exact text, possibly empty, and
+    the memories in it) and which earlier turns had their blocks re-inserted."""
 
     text: str
     ids: tuple[str, ...]
     tokens: int
+    earlier: tuple[int, ...] = ()
+    """User-turn numbers (0-based) whose blocks were in the same prompt."""
 
     def block(self) -> MemoryBlock:
-        """The same block as a :class:`~memory.types.MemoryBlock` (no timings)."""
+        """The turn's block as a :class:`~memory.types.MemoryBlock` (no timings)."""
         return MemoryBlock(self.text, self.ids, self.tokens)
 
 
@@ -46,7 +53,7 @@ class Earlier:
     """What the sticky blocks say about one request's conversation."""
 
     blocks: dict[int, Shown]
-    """Block of each earlier user turn that had one, by user-turn number (0-based)."""
+    """Block of each earlier user turn to re-insert, by user-turn number (0-based)."""
     current: Shown | None
     """The block already given to the turn being answered, when the request continues it
     (a tool step): it is reused, not recalled again."""
@@ -58,7 +65,7 @@ class Earlier:
 
 
 class StickyBlocks:
-    """LRU of the blocks given to conversation turns, at most ``max_entries`` of them (a few KB
+    """LRU of what went into conversation turns, at most ``max_entries`` of them (a few KB
     each: about 2 KB for the default 512-token block).
 
     Not thread-safe; used from the event loop only.
@@ -68,35 +75,51 @@ class StickyBlocks:
         if max_entries < 1:
             raise ValueError("max_entries must be at least 1")
         self.max_entries = max_entries
-        self._blocks: OrderedDict[Key, Shown] = OrderedDict()
+        self._shown: OrderedDict[Key, Shown] = OrderedDict()
 
     def __len__(self) -> int:
-        return len(self._blocks)
+        return len(self._shown)
 
     def get(self, scope: Scope, digest: str) -> Shown | None:
-        """The block given to the turn ``digest`` of ``scope``, or None."""
+        """What the turn ``digest`` of ``scope`` got, or None."""
         key = (scope.user, scope.session or "", digest)
-        shown = self._blocks.get(key)
+        shown = self._shown.get(key)
         if shown is not None:
-            self._blocks.move_to_end(key)
+            self._shown.move_to_end(key)
         return shown
 
-    def put(self, scope: Scope, digest: str, block: MemoryBlock) -> None:
-        """Remember that the turn ``digest`` of ``scope`` got ``block`` (evicting the least
-        recently used entry beyond ``max_entries``)."""
+    def put(self, scope: Scope, digest: str, shown: Shown) -> None:
+        """Remember what the turn ``digest`` of ``scope`` got (evicting the least recently used
+        entry beyond ``max_entries``)."""
         key = (scope.user, scope.session or "", digest)
-        self._blocks[key] = Shown(block.text, block.ids, block.tokens)
-        self._blocks.move_to_end(key)
-        while len(self._blocks) > self.max_entries:
-            self._blocks.popitem(last=False)
+        self._shown[key] = shown
+        self._shown.move_to_end(key)
+        while len(self._shown) > self.max_entries:
+            self._shown.popitem(last=False)
 
-    def earlier(self, scope: Scope, conversation: Conversation) -> Earlier:
-        """The blocks of ``conversation``'s earlier turns (and of its current turn when the
-        request continues it)."""
-        *before, last = conversation.digests or ("",)
-        blocks = {i: s for i, d in enumerate(before) if (s := self.get(scope, d)) is not None}
-        current = self.get(scope, last) if conversation.continued and last else None
-        return Earlier(blocks, current)
+    def earlier(self, scope: Scope, conversation: Conversation, max_tokens: int) -> Earlier:
+        """The blocks to re-insert into ``conversation``'s earlier turns: those of the previous
+        turn's prompt plus its own block (every block this replica has, when it does not know
+        that prompt), none when they add up to more than ``max_tokens``; and the current turn's
+        block when the request continues it."""
+        if not conversation.digests:
+            return Earlier({}, None)
+        *before, last = conversation.digests
+        if conversation.continued and (current := self.get(scope, last)) is not None:
+            return Earlier(self._blocks(scope, before, current.earlier), current)
+        previous = self.get(scope, before[-1]) if before else None
+        if previous is None:
+            turns: tuple[int, ...] = tuple(range(len(before)))
+        else:
+            turns = (*previous.earlier, len(before) - 1)
+        blocks = self._blocks(scope, before, turns)
+        if sum(shown.tokens for shown in blocks.values()) > max_tokens:
+            blocks = {}  # start over: one re-read instead of a context full of memories
+        return Earlier(blocks, None)
+
+    def _blocks(self, scope: Scope, digests: list[str], turns: tuple[int, ...]) -> dict[int, Shown]:
+        found = {t: self.get(scope, digests[t]) for t in turns if 0 <= t < len(digests)}
+        return {t: shown for t, shown in found.items() if shown is not None and shown.text}
 
 
 @dataclass
@@ -111,11 +134,18 @@ class StickyTurn:
 
     @classmethod
     def of(
-        cls, adapter: Conversational, blocks: StickyBlocks, scope: Scope, body: dict[str, Any]
+        cls,
+        adapter: Conversational,
+        blocks: StickyBlocks,
+        scope: Scope,
+        body: dict[str, Any],
+        max_tokens: int,
     ) -> StickyTurn:
-        """The sticky view of ``body`` (the client's own, before any injection)."""
+        """The sticky view of ``body`` (the client's own, before any injection); the earlier
+        blocks re-inserted add up to at most ``max_tokens`` (``memory.sticky_max_tokens``)."""
         conversation = adapter.conversation(body)
-        return cls(adapter, blocks, scope, conversation, blocks.earlier(scope, conversation))
+        earlier = blocks.earlier(scope, conversation, max_tokens)
+        return cls(adapter, blocks, scope, conversation, earlier)
 
     def reinsert(self, body: dict[str, Any], placement: Placement) -> dict[str, Any]:
         """``body`` with each earlier turn's block back where it was."""
@@ -124,6 +154,9 @@ class StickyTurn:
         return body
 
     def remember(self, block: MemoryBlock) -> None:
-        """Keep ``block`` as the current turn's (nothing to keep when it is empty)."""
-        if block.text and self.conversation.digests:
-            self.blocks.put(self.scope, self.conversation.digests[-1], block)
+        """Keep what this turn's prompt got: ``block`` (possibly empty) and the earlier turns
+        whose blocks it re-inserted."""
+        if self.conversation.digests and self.earlier.current is None:
+            earlier = tuple(sorted(self.earlier.blocks))
+            shown = Shown(block.text, block.ids, block.tokens, earlier)
+            self.blocks.put(self.scope, self.conversation.digests[-1], shown)

@@ -8,9 +8,10 @@ from typing import Any
 
 import pytest
 
-from memory.types import MemoryBlock, Scope
+from memory.types import Scope
 from proxy.adapters import OLLAMA_CHAT
-from proxy.sticky import StickyBlocks
+from proxy.adapters.base import Conversation
+from proxy.sticky import Shown, StickyBlocks
 from testing.fake_upstream import FakeOllama
 from tests.conftest import RunningProxy, StartProxy
 
@@ -112,13 +113,36 @@ def test_lru_keeps_the_most_recently_used_blocks():
     blocks = StickyBlocks(2)
     scope = Scope("alice", "chat-1")
     for digest in ("a", "b"):
-        blocks.put(scope, digest, MemoryBlock(f"block {digest}", (digest,), 3))
+        blocks.put(scope, digest, Shown(f"block {digest}", (digest,), 3))
     assert blocks.get(scope, "a") is not None  # "a" is now the most recent
-    blocks.put(scope, "c", MemoryBlock("block c", ("c",), 3))
+    blocks.put(scope, "c", Shown("block c", ("c",), 3))
     assert len(blocks) == 2 and blocks.get(scope, "b") is None
     assert blocks.get(Scope("alice", "chat-2"), "a") is None  # sessions are apart
     shown = blocks.get(scope, "a")
     assert shown is not None and shown.text == "block a"
+
+
+def test_the_next_prompt_is_rebuilt_from_the_previous_one_within_the_budget():
+    blocks, scope = StickyBlocks(100), Scope("alice")
+
+    def earlier(*digests: str, continued: bool = False) -> dict[int, str]:
+        found = blocks.earlier(scope, Conversation(digests, continued), max_tokens=15)
+        return {turn: shown.text for turn, shown in found.blocks.items()}
+
+    assert earlier("d0") == {}
+    blocks.put(scope, "d0", Shown("A", ("a",), 10))
+    assert earlier("d0", "d1") == {0: "A"}
+    blocks.put(scope, "d1", Shown("B", ("b",), 10, (0,)))
+    assert earlier("d0", "d1", "d2") == {}  # A and B are 20 tokens: start over
+    blocks.put(scope, "d2", Shown("C", ("c",), 10, ()))
+    assert earlier("d0", "d1", "d2", "d3") == {2: "C"}  # what turn 3's prompt had, plus C
+    assert earlier("d0", "d1", "d2", continued=True) == {}  # turn 3's own prompt again
+    assert earlier("x0", "x1", "d2") == {}  # another conversation shares nothing
+    # a replica that never saw the previous turn re-inserts every block it has
+    fresh = StickyBlocks(100)
+    fresh.put(scope, "d0", Shown("A", ("a",), 5))
+    found = fresh.earlier(scope, Conversation(("d0", "d1", "d2"), False), max_tokens=15)
+    assert {t: s.text for t, s in found.blocks.items()} == {0: "A"}
 
 
 def test_digests_change_with_any_earlier_message():
