@@ -223,6 +223,13 @@ class MemoryConfig(Frozen):
     """First back-off after a failed write-back; doubles per attempt up to ``retry_max_s``."""
     retry_max_s: float = Field(default=60.0, gt=0)
     """Longest back-off between write-back attempts (a queued exchange is never dropped)."""
+    coherence_ms: float = Field(default=250, gt=0)
+    """With a shared store (``store.url``): how often a replica reads the store's change log
+    to apply other replicas' writes and deletes to its in-memory indexes."""
+    coherence_stale_ms: float = Field(default=1000, gt=0)
+    """With a shared store: an in-memory index serves recall only while the change log was
+    read within this many milliseconds; otherwise recall asks the store. The bound within
+    which a deletion on one replica is honoured by every other."""
 
     @field_validator("task_patterns")
     @classmethod

@@ -17,6 +17,7 @@ from typing import Any, TypeVar
 from memory.embedders import Embedder, Vectors
 from memory.errors import EmbedderError, StoreError
 from memory.resilience import CircuitBreaker
+from memory.store.changes import Change
 from memory.store.chroma import Store
 from memory.types import MemoryHit
 
@@ -154,3 +155,20 @@ class GuardedStore:
     async def users(self) -> list[str]:
         """See :meth:`Store.users`."""
         return await self._call(self.inner.users)
+
+    async def fetch(self, user: str, ids: list[str]) -> tuple[list[MemoryHit], Vectors]:
+        """See :meth:`Store.fetch`."""
+        return await self._call(lambda: self.inner.fetch(user, ids))
+
+    @property
+    def logs_changes(self) -> bool:
+        """See :meth:`Store.logs_changes`."""
+        return self.inner.logs_changes
+
+    async def changes(self, since: float) -> list[Change]:
+        """See :meth:`Store.changes`."""
+        return await self._call(lambda: self.inner.changes(since))
+
+    async def prune_changes(self, before: float) -> None:
+        """See :meth:`Store.prune_changes`."""
+        await self._call(lambda: self.inner.prune_changes(before))

@@ -35,6 +35,7 @@ from memory.metabolism.cycle import SleepCycle
 from memory.metabolism.resonance import Resonance
 from memory.metabolism.sleep import CycleReport
 from memory.recall.cache import IndexCache, SharedTier
+from memory.recall.coherence import ChangeFeed
 from memory.recall.recaller import Recaller
 from memory.record import signals_of
 from memory.resilience import CircuitBreaker
@@ -98,13 +99,21 @@ class MemoryService:
         self.stats = WriteStats()
         self.breakers = self._breakers(self.resilience)
         self.scores = ScoreKeeper(self.symbiosis, score_log, scorer)
-        self.cache = IndexCache(store)
+        self.cache, self.feed = self._index_cache(store, config)
         self.shared = SharedTier(store) if self.sharing else None
         self.access = AccessStats(self._write_store(), self.cache.loaded)
         self.judging = self._judge_worker()
         self.writer = self._writer()
         self.cycle = SleepCycle(store, self.scores, self.metabolism, self.cache, self.shared)
         self.recaller = self._recaller()
+
+    @staticmethod
+    def _index_cache(store: Store, config: MemoryConfig) -> tuple[IndexCache, ChangeFeed | None]:
+        """The index cache and, with a store other replicas write to, its change feed."""
+        if not store.logs_changes:
+            return IndexCache(store), None
+        cache = IndexCache(store, config.coherence_stale_ms / 1000)
+        return cache, ChangeFeed(store, cache, config.coherence_ms / 1000)
 
     @staticmethod
     def _breakers(resilience: ResilienceConfig) -> dict[str, CircuitBreaker]:
@@ -209,6 +218,8 @@ class MemoryService:
         if self.shared is not None:
             await self.shared.load()
         self.writer.start()
+        if self.feed is not None:
+            self.feed.start()
         if self.judging is not None:
             self.judging.start()
 
@@ -232,6 +243,8 @@ class MemoryService:
         """Try to write what is queued (up to ``timeout_s``), then stop. Rows still queued stay
         in the outbox for the next start."""
         await self.writer.close(timeout_s)
+        if self.feed is not None:
+            await self.feed.close()
         await self.cache.close()
         if self.shared is not None:
             await self.shared.close()
@@ -400,7 +413,7 @@ class MemoryService:
             sources = list(hit.record.provenance) or [hit.record.exchange_id or ""]
             await asyncio.to_thread(self.archive.delete, user, sources)
         if deleted:
-            self.cache.forget(user)
+            self.cache.removed(user, frozenset({mid}))
         return deleted
 
     async def health(self) -> dict[str, Any]:

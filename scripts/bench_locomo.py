@@ -16,7 +16,8 @@ over turns, and BM25 over turns.
 
 Writes one JSON line per question to ``--out``: ``{"sample_id", "question", "category",
 "evidence", "injected", "retrieval_ms"}`` (retrieval time excludes the query's embedding).
-Last line: ``recall@{B}tok=R dense=D bm25=M p50_ms=T``.
+Last line: ``recall@{B}tok=R dense=D bm25=M p50_ms=T skipped=S`` (``S``: recalls that failed
+open, e.g. a blown embedding budget on a busy machine; they count as nothing recalled).
 
 ``--metabolism on`` (the default, as in the proxy) writes through symbiosis scoring, the write
 gate and reinforcement, and runs one sleep cycle (``metabolize``) after the ingest and before
@@ -47,11 +48,12 @@ from memory.config import (
     StoreConfig,
     SymbiosisConfig,
 )
+from memory.errors import MemoryLayerError
 from memory.ingest import Message, drain, queue
 from memory.recall.index import UserIndex
 from memory.recall.render import render_block, render_body
 from memory.service import MemoryService, build_memory_service
-from memory.types import MemoryHit, Scope
+from memory.types import MemoryBlock, MemoryHit, Scope
 from proxy.config import Config, UpstreamConfig
 
 CATEGORIES = {1: "multi-hop", 2: "temporal", 3: "open-domain", 4: "single-hop"}
@@ -168,7 +170,11 @@ async def ingest_and_ask(
         if not evidence:
             continue
         texts = [by_id[e]["text"] for e in evidence]
-        block = await service.recall(Scope(USER), qa["question"])
+        try:
+            block = await service.recall(Scope(USER), qa["question"])
+        except MemoryLayerError as exc:  # the proxy fails open: nothing injected, counted
+            tally["skipped"].append(f"{qa['question']!r}: {exc}")
+            block = MemoryBlock("", (), 0, {})
         ms = sum(v for k, v in block.timings_ms.items() if k != "embed")
         qv = (await service.embedder.embed([qa["question"]]))[0]
         dense_order = [hits[i] for i in np.argsort(-(vectors @ qv))]
@@ -183,7 +189,8 @@ async def ingest_and_ask(
         spread = tally["by_evidence"].setdefault(min(len(texts), 4), [0, 0])
         spread[0] += found["project"]
         spread[1] += len(texts)
-        tally["ms"].append(ms)
+        if block.timings_ms:
+            tally["ms"].append(ms)
         out.write(
             json.dumps(
                 {
@@ -210,6 +217,7 @@ async def main(args: argparse.Namespace, samples: list[dict[str, Any]], out: Any
         n: {c: [0, 0] for c in CATEGORIES} for n in ("project", "dense", "bm25")
     }
     tally["ms"] = []
+    tally["skipped"] = []
     tally["by_evidence"] = {}
     for sample in samples:
         print(f"{sample['sample_id']}: ingesting and asking", file=sys.stderr, flush=True)
@@ -232,12 +240,17 @@ async def main(args: argparse.Namespace, samples: list[dict[str, Any]], out: Any
             for n, (hit, total) in spread
         )
     )
+    skipped = tally["skipped"]
+    print(f"recalls skipped (failed open, counted as nothing recalled): {len(skipped)}")
+    for line in skipped[:5]:
+        print(f"  {line}")
     ms = np.asarray(tally["ms"])
     p50, p95 = float(np.percentile(ms, 50)), float(np.percentile(ms, 95))
     print(f"recall latency excluding the query embedding: p50 {p50:.1f} ms, p95 {p95:.1f} ms")
     print(
         f"recall@{args.budget}tok={overall(tally['project']):.3f} "
-        f"dense={overall(tally['dense']):.3f} bm25={overall(tally['bm25']):.3f} p50_ms={p50:.1f}"
+        f"dense={overall(tally['dense']):.3f} bm25={overall(tally['bm25']):.3f} p50_ms={p50:.1f} "
+        f"skipped={len(skipped)}"
     )
 
 

@@ -89,7 +89,7 @@ def test_benchmark_prints_the_three_figures_and_writes_one_line_per_question(tmp
     assert run.returncode == 0, run.stderr[-2000:]
     last = run.stdout.strip().splitlines()[-1]
     match = re.fullmatch(
-        r"recall@300tok=([\d.]+) dense=([\d.]+) bm25=([\d.]+) p50_ms=([\d.]+)", last
+        r"recall@300tok=([\d.]+) dense=([\d.]+) bm25=([\d.]+) p50_ms=([\d.]+) skipped=0", last
     )
     assert match, last
     # Six short turns fit in 300 tokens: every evidence turn is injected, the one whose text

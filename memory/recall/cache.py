@@ -2,9 +2,10 @@
 user (:class:`IndexCache`) and the shared tier's awake memories (:class:`SharedTier`).
 
 Both are caches of the store and say how they stay current. The index cache is told of every
-change this process makes (writes, metadata updates, deletes) and applies them in order in
-one background task per user; a user's index is built from the store when first asked for
-(:meth:`IndexCache.load`). The shared tier is written only by sleep cycles; its copy is
+change this process makes (writes, metadata updates, deletes) and, through the change feed
+(:mod:`memory.recall.coherence`), of every change other replicas make; it applies them in
+order in one background task per user; a user's index is built from the store when first
+asked for (:meth:`IndexCache.load`). The shared tier is written only by sleep cycles; its copy is
 reloaded when older than :data:`SharedTier.REFRESH_S` (a cycle run by another process shows up
 within that), in the background, when a reader asks for it (:meth:`SharedTier.refresh_if_stale`).
 """
@@ -28,22 +29,48 @@ log = logging.getLogger(__name__)
 
 class IndexCache:
     """The users' in-memory indexes over ``store`` (the raw store: a reload is not a
-    latency-critical call). Unbounded: one index per user recalled since start."""
+    latency-critical call). Unbounded: one index per user recalled since start.
 
-    def __init__(self, store: Store) -> None:
+    Coherence: this process's own changes arrive through :meth:`changed` and
+    :meth:`removed`; other replicas' through the change feed
+    (:class:`memory.recall.coherence.ChangeFeed`), which calls the same methods and
+    :meth:`confirm` after each read of the store's change log. With ``stale_s`` set (a feed
+    runs), an index only serves recall while the log was read within ``stale_s`` seconds
+    (:meth:`coherent`); otherwise recall asks the store, which is the truth."""
+
+    def __init__(self, store: Store, stale_s: float | None = None) -> None:
         self.store = store
+        self.stale_s = stale_s
+        """How old the last read of the change log may be for an index to serve recall
+        (None: no other replica writes; always coherent)."""
         self._index: dict[str, UserIndex] = {}
         self._pending: dict[str, list[IndexChange]] = {}
         self._reload: set[str] = set()
+        self._removed: dict[str, set[str]] = {}
         self._tasks: dict[str, asyncio.Task[None]] = {}
+        self._confirmed_at = -math.inf
 
     def loaded(self, user: str) -> UserIndex | None:
         """The user's index as it is now, or None when it is not built (never loads)."""
         return self._index.get(user)
 
+    def tracks(self, user: str) -> bool:
+        """Whether the user's index is built or being built (changes to it matter)."""
+        return user in self._index or user in self._tasks
+
     def busy(self, user: str) -> bool:
         """Whether a build or an update of the user's index is running."""
         return user in self._tasks
+
+    def coherent(self) -> bool:
+        """Whether the indexes reflect every replica's changes up to at most ``stale_s`` ago."""
+        if self.stale_s is None:
+            return True
+        return time.monotonic() - self._confirmed_at <= self.stale_s
+
+    def confirm(self, at: float) -> None:
+        """The change log was read at ``at`` (``time.monotonic()``) and what it held applied."""
+        self._confirmed_at = max(self._confirmed_at, at)
 
     def load(self, user: str) -> None:
         """Start (re)building the user's index from the store in the background."""
@@ -51,11 +78,12 @@ class IndexCache:
 
     def changed(self, user: str, change: IndexChange | None = None) -> None:
         """Memories of ``user`` were written (``change``: their records and vectors), had
-        metadata updated (``change``: memory id -> keys set, as given to the store), or were
-        deleted (None): extend or update the index in place, or reload it from the store, in
-        the background, in the order the changes happened."""
+        metadata updated (``change``: memory id -> keys set, as given to the store), were
+        deleted (``change``: their ids; see :meth:`removed`), or changed in a way only a reload
+        shows (None): extend or update the index in place, or reload it from the store, in the
+        background, in the order the changes happened."""
         if change is not None:
-            if user not in self._index and user not in self._tasks:
+            if not self.tracks(user):
                 return  # not loaded: built from the store at the user's first recall
             self._pending.setdefault(user, []).append(change)
         else:
@@ -64,11 +92,36 @@ class IndexCache:
             task = asyncio.create_task(self._update(user), name=f"index-{user[:16]}")
             self._tasks[user] = task
 
+    def removed(self, user: str, ids: frozenset[str]) -> None:
+        """Memories ``ids`` of ``user`` were deleted: never recalled from now on (masked in the
+        index at once, and in every index published until one no longer holds them), and
+        dropped from the index in the background."""
+        if not self.tracks(user):
+            return
+        self._removed.setdefault(user, set()).update(ids)
+        if (index := self._index.get(user)) is not None:
+            self._index[user] = index.masked(ids)
+        self.changed(user, ids)
+
     def forget(self, user: str) -> None:
-        """Drop the user's index now and reload it (a deleted memory must not be recalled
-        meanwhile)."""
+        """Drop the user's index now and reload it (recall asks the store meanwhile)."""
         self._index.pop(user, None)
         self.changed(user)
+
+    def forget_all(self) -> None:
+        """Drop every index (they are rebuilt from the store as users recall)."""
+        for user in list(self._index):
+            self.forget(user)
+
+    def _publish(self, user: str, index: UserIndex) -> None:
+        gone = self._removed.get(user)
+        if gone:
+            held = frozenset(gone & index.position.keys())
+            if held:
+                index = index.masked(held)
+            else:
+                del self._removed[user]
+        self._index[user] = index
 
     async def ready(self, user: str) -> None:
         """Wait until the user's index reflects every memory written so far (building it if
@@ -90,14 +143,14 @@ class IndexCache:
                 if user in self._reload or user not in self._index:
                     self._reload.discard(user)
                     self._pending.pop(user, None)  # the reload sees them
-                    self._index[user] = await self._build(user)
+                    self._publish(user, await self._build(user))
                     continue
                 changes = self._pending.pop(user, [])
                 index = await asyncio.to_thread(apply_changes, self._index[user], changes)
                 if index is None:
                     self._reload.add(user)  # the old index serves recall meanwhile
                 else:
-                    self._index[user] = index
+                    self._publish(user, index)
         except MemoryLayerError as exc:
             log.warning("memory index not rebuilt, recall asks the store for now: %s", exc)
         finally:

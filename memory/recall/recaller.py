@@ -67,14 +67,15 @@ class Recaller:
         return await self.store.query(scope.user, vector, k)
 
     def _index(self, user: str) -> UserIndex | None:
-        """The user's loaded index, or None; the first recall of a user asks the cache to
-        build it (in the background: this recall asks the store)."""
+        """The user's loaded index, or None (then this recall asks the store): the first
+        recall of a user asks the cache to build it in the background, and an index the
+        cache cannot vouch for (:meth:`IndexCache.coherent`) is not used."""
         if self.cache is None:
             return None
         index = self.cache.loaded(user)
         if index is None:
             self.cache.load(user)
-        return index
+        return index if self.cache.coherent() else None
 
     async def recall(
         self,

@@ -12,6 +12,7 @@ import asyncio
 import functools
 import hashlib
 import json
+import uuid
 from collections.abc import Callable
 from typing import Any, Protocol, TypeVar
 from urllib.parse import urlsplit
@@ -22,6 +23,8 @@ from memory.config import StoreConfig
 from memory.embedders import Vectors
 from memory.errors import DimensionMismatchError, StoreError
 from memory.record import SCHEMA_VERSION
+from memory.store import changes as change_log
+from memory.store.changes import Change, Kind
 from memory.types import MemoryHit
 
 T = TypeVar("T")
@@ -98,6 +101,25 @@ class Store(Protocol):
         """Every user with at least one stored memory (read from the records' ``user``)."""
         ...
 
+    async def fetch(self, user: str, ids: list[str]) -> tuple[list[MemoryHit], Vectors]:
+        """The memories ``ids`` of ``user`` that exist, with their vectors: ``(hits, vectors)``
+        as :meth:`snapshot` returns them."""
+        ...
+
+    @property
+    def logs_changes(self) -> bool:
+        """Whether writes are noted in a change log other replicas read (a shared server)."""
+        ...
+
+    async def changes(self, since: float) -> list[Change]:
+        """Change-log entries of other replicas stamped at or after ``since`` (Unix seconds),
+        oldest first; empty when the store keeps no log."""
+        ...
+
+    async def prune_changes(self, before: float) -> None:
+        """Drop change-log entries stamped before ``before``."""
+        ...
+
 
 SHARED = "\x00shared"
 """The owner of the shared tier's collection: no client can be this user (an HTTP header
@@ -137,12 +159,52 @@ def to_chroma_metadata(metadata: dict[str, Any]) -> Metadata:
 
 
 class ChromaStore:
-    """:class:`Store` on chromadb: embedded ``PersistentClient`` or ``HttpClient`` for a server."""
+    """:class:`Store` on chromadb: embedded ``PersistentClient`` or ``HttpClient`` for a server.
+
+    Against a server (``url``), every write, metadata update and delete is also noted in the
+    change log (:mod:`memory.store.changes`) under this instance's ``replica`` id; an embedded
+    store has one process, which sees its own writes, and keeps no log."""
 
     def __init__(self, config: StoreConfig) -> None:
         self._config = config
         self._client: Any = None
         self._collections: dict[str, Any] = {}
+        self._log: Any = None
+        self.replica = uuid.uuid4().hex
+        """This process's name in the change log (its own entries are not read back)."""
+
+    @property
+    def logs_changes(self) -> bool:
+        """See :meth:`Store.logs_changes`: against a server."""
+        return self._config.url is not None
+
+    def _change_log(self) -> Any:
+        if self._log is None:
+            name = f"{self._config.collection_prefix}-changes"
+            self._log = change_log.open_log(self._require_client(), name)
+        return self._log
+
+    def _note_sync(self, user: str, kind: Kind, ids: list[str]) -> None:
+        change_log.note(self._change_log(), user, kind, ids, self.replica)
+
+    async def _note(self, user: str, kind: Kind, ids: list[str]) -> None:
+        """Note a change of ``user``'s memories in the log (not for the shared tier, which
+        replicas reload on their own: :class:`memory.recall.cache.SharedTier`)."""
+        if self.logs_changes and user != SHARED and ids:
+            await self._run(self._note_sync, user, kind, ids)
+
+    async def changes(self, since: float) -> list[Change]:
+        """See :meth:`Store.changes`."""
+        if not self.logs_changes:
+            return []
+        log = await self._run(self._change_log)
+        return await self._run(change_log.read, log, since, self.replica)
+
+    async def prune_changes(self, before: float) -> None:
+        """See :meth:`Store.prune_changes`."""
+        if self.logs_changes:
+            log = await self._run(self._change_log)
+            await self._run(change_log.prune, log, before)
 
     @property
     def where(self) -> str:
@@ -180,6 +242,7 @@ class ChromaStore:
     async def close(self) -> None:
         """Close the client (its HTTP pool or SQLite handles) and forget cached collections."""
         self._collections.clear()
+        self._log = None
         client, self._client = self._client, None
         if client is None:
             return
@@ -266,6 +329,7 @@ class ChromaStore:
                 to_chroma_metadata({"schema_version": SCHEMA_VERSION, **metadatas[i]}) for i in rows
             ],
         )
+        await self._note(user, "upsert", [ids[i] for i in rows])
 
     async def query(self, user: str, vector: Vectors, k: int) -> list[MemoryHit]:
         """See :meth:`Store.query`; similarity = 1 - cosine distance."""
@@ -306,6 +370,7 @@ class ChromaStore:
         if await self.get(user, memory_id) is None:
             return False
         collection = await self._run(self._collection, user)
+        await self._note(user, "delete", [memory_id])  # first: erasure must reach replicas
         await self._run(collection.delete, ids=[memory_id])
         return True
 
@@ -353,6 +418,26 @@ class ChromaStore:
             await self._run(
                 collection.update, ids=ids, metadatas=[to_chroma_metadata(updates[i]) for i in ids]
             )
+            await self._note(user, "update", ids)
+
+    async def fetch(self, user: str, ids: list[str]) -> tuple[list[MemoryHit], Vectors]:
+        """See :meth:`Store.fetch`."""
+        collection = await self._run(self._collection, user)
+        if collection is None or not ids:
+            return [], np.zeros((0, 0), dtype=np.float32)
+        page = await self._run(
+            collection.get, ids=ids, include=["documents", "metadatas", "embeddings"]
+        )
+        docs = page.get("documents") or [""] * len(page["ids"])
+        metas = page.get("metadatas") or [{}] * len(page["ids"])
+        hits = [
+            MemoryHit(id=i, text=d or "", metadata=dict(m or {}))
+            for i, d, m in zip(page["ids"], docs, metas, strict=True)
+        ]
+        embeddings = page.get("embeddings")
+        if not hits or embeddings is None or not len(embeddings):
+            return hits, np.zeros((0, 0), dtype=np.float32)
+        return hits, np.asarray(embeddings, dtype=np.float32)
 
     async def users(self) -> list[str]:
         """See :meth:`Store.users`."""
