@@ -92,6 +92,10 @@ class AnthropicMessages:
         text = block_text(messages[index].get("content"))
         return text if text.strip() else None
 
+    def is_completion(self, body: dict[str, Any]) -> bool:
+        """False: a Messages body is a conversation."""
+        return False
+
     def recall_query(self, body: dict[str, Any], turn: str) -> str:
         """The turn, or the previous user text and the turn when it depends on it
         (:func:`~proxy.adapters.messages.depends_on_previous`)."""

@@ -101,6 +101,10 @@ class OpenAIResponses:
         text = item_text(items[index])
         return text if text.strip() else None
 
+    def is_completion(self, body: dict[str, Any]) -> bool:
+        """False: a Responses body is a conversation (``input``)."""
+        return False
+
     def recall_query(self, body: dict[str, Any], turn: str) -> str:
         """The turn, or the previous user message and the turn when it depends on it
         (:func:`~proxy.adapters.messages.depends_on_previous`)."""
