@@ -23,7 +23,7 @@ from aiohttp import web
 from memory.affect import text_signals
 from memory.errors import MemoryLayerError
 from memory.types import Exchange, ExchangeStatus, MemoryBlock, Scope
-from proxy.adapters import Adapter, Reply
+from proxy.adapters import Adapter, EventStreamAdapter, Reply
 from proxy.adapters.base import Conversational
 from proxy.errors import PayloadTooLarge
 from proxy.headers import end_to_end, to_upstream
@@ -191,8 +191,11 @@ async def plan(request: web.Request, adapter: Adapter) -> Plan:
     return decided
 
 
-def error_frame(framing: Framing, message: str) -> bytes:
-    """An in-band error in the reply's own framing (Ollama NDJSON line or OpenAI SSE event)."""
+def error_frame(framing: Framing, message: str, adapter: Adapter | None = None) -> bytes:
+    """An in-band error in the reply's own framing (Ollama NDJSON line or OpenAI SSE event),
+    or the adapter's own error event (Responses, Anthropic)."""
+    if framing == "sse" and isinstance(adapter, EventStreamAdapter):
+        return adapter.error_event(message)
     if framing == "sse":
         payload = {"error": {"message": message, "type": "upstream_error"}}
         return b"data: " + json.dumps(payload).encode() + b"\n\n"
@@ -274,7 +277,7 @@ async def broken(
     request.app[COUNTERS].upstream_errors += 1
     tee.reply.error = f"upstream connection lost: {type(exc).__name__}"
     log.warning("upstream failed mid-stream on %s: %r", request.path, exc)
-    await finish_with_error(request, response, tee.framing, tee.reply.error)
+    await finish_with_error(request, response, tee.framing, tee.reply.error, tee.adapter)
 
 
 async def relay(
@@ -318,14 +321,18 @@ async def write_or_gone(request: web.Request, response: web.StreamResponse, chun
 
 
 async def finish_with_error(
-    request: web.Request, response: web.StreamResponse, framing: Framing, message: str
+    request: web.Request,
+    response: web.StreamResponse,
+    framing: Framing,
+    message: str,
+    adapter: Adapter | None = None,
 ) -> None:
     """Tell a streaming client the reply broke (in-band), or cut a fixed-length one."""
     if framing == "json" or response.content_length is not None:
         abort(request)
         return
     try:
-        await response.write(error_frame(framing, message))
+        await response.write(error_frame(framing, message, adapter))
         await response.write_eof()
     except ConnectionError:
         pass

@@ -1,8 +1,10 @@
 """The tee: assembles the assistant's reply from the bytes relayed to the client.
 
 The relay writes upstream bytes to the client untouched and feeds the same bytes here. Framing
-is NDJSON (Ollama streaming), SSE (OpenAI streaming, parsed by ``proxy.sse``) or one JSON
-document (``stream: false``); what a decoded frame means is the adapter's business.
+is NDJSON (Ollama streaming), SSE (OpenAI chat, Responses and Anthropic streaming, parsed by
+``proxy.sse``) or one JSON document (``stream: false``); what a decoded frame means is the
+adapter's business. The Responses and Anthropic streams name each event on an ``event:`` line
+and again in the data's ``type``, so the ``data:`` lines carry everything the tee needs.
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from proxy.adapters import Adapter, Reply
+from proxy.adapters import Adapter, EventStreamAdapter, Reply
 from proxy.sse import DONE, SseParser
 from proxy.wire import Framing
 
@@ -45,7 +47,9 @@ class Tee:
         self.received = 0
         """Bytes fed so far."""
         self.final_seen = False
-        """The reply's last frame has been parsed (Ollama ``done``/error, SSE ``[DONE]``)."""
+        """The reply's last frame has been parsed (Ollama ``done``/error, SSE ``[DONE]``, the
+        closing event of a named-event stream)."""
+        self._closing_event = isinstance(adapter, EventStreamAdapter)
         self._buffer = bytearray()
         self._sse = SseParser()
 
@@ -86,8 +90,10 @@ class Tee:
         if data == DONE:
             self.reply.done = True
             self.final_seen = True
-        else:
-            self._decoded(data)
+            return
+        self._decoded(data)
+        if self._closing_event and self.reply.done:
+            self.final_seen = True
 
     def _frame(self, line: bytes | bytearray) -> None:
         text = line.decode("utf-8", errors="replace").strip()

@@ -15,11 +15,13 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from proxy.errors import BadRequest
 
-ApiKind = Literal["ollama_chat", "ollama_generate", "openai_chat"]
+ApiKind = Literal[
+    "ollama_chat", "ollama_generate", "openai_chat", "openai_responses", "anthropic_messages"
+]
 """The intercepted chat formats, one adapter each (``proxy.adapters``)."""
 Framing = Literal["ndjson", "sse", "json"]
-"""How a reply's frames are delimited: NDJSON lines (Ollama streaming), SSE events (OpenAI
-streaming) or one JSON document (``stream: false``)."""
+"""How a reply's frames are delimited: NDJSON lines (Ollama streaming), SSE events (OpenAI,
+Responses and Anthropic streaming) or one JSON document (``stream: false``)."""
 
 
 class Wire(BaseModel):
@@ -163,6 +165,87 @@ class OpenAIChatChunk(Wire):
     def first_choice(self) -> OpenAIChoice | None:
         """The choice with ``index`` 0 (the one the proxy remembers), if present."""
         return next((c for c in self.choices or [] if c.index == 0), None)
+
+
+class ResponsesRequest(Wire):
+    """``POST /v1/responses`` (OpenAI Responses API)."""
+
+    model: str
+    input: str | list[dict[str, Any]] | None = None
+    """A string (one user message) or a list of items: messages (``role`` user, assistant,
+    system or developer; ``content`` a string or ``input_text`` / ``output_text`` parts),
+    ``function_call``, ``function_call_output`` and ``reasoning`` items."""
+    instructions: str | None = None
+    """System instructions (the format's system field)."""
+    stream: bool | None = None
+    user: str | None = None
+    """End-user identifier; the proxy's fallback for the memory scope."""
+
+
+class ResponsesEvent(Wire):
+    """One SSE event of a streamed ``/v1/responses`` reply (its ``type`` says which), or the
+    whole response object (``object: "response"``, no ``type``)."""
+
+    type: str | None = None
+    """``response.output_text.delta``, ``response.completed``, ``error``, ..."""
+    delta: str | None = None
+    """Text of ``*.delta`` events."""
+    item: dict[str, Any] | None = None
+    """The item of ``response.output_item.done``."""
+    response: dict[str, Any] | None = None
+    """The response of ``response.completed`` / ``failed`` / ``incomplete``."""
+    message: str | None = None
+    """The message of an ``error`` event."""
+    output: list[dict[str, Any]] | None = None
+    """Output items of a whole response object."""
+    status: str | None = None
+    """``completed``, ``incomplete``, ``failed`` (a whole response object)."""
+    usage: dict[str, Any] | None = None
+    """``input_tokens`` / ``output_tokens`` (a whole response object)."""
+
+
+class AnthropicMessage(Wire):
+    """One message of ``POST /v1/messages``."""
+
+    role: str
+    """``user`` or ``assistant`` (the system prompt is the top-level ``system``)."""
+    content: str | list[dict[str, Any]]
+    """Text, or content blocks (``text``, ``image``, ``tool_use``, ``tool_result``,
+    ``thinking``, ...)."""
+
+
+class AnthropicMessagesRequest(Wire):
+    """``POST /v1/messages`` (Anthropic Messages API)."""
+
+    model: str
+    messages: list[AnthropicMessage]
+    system: str | list[dict[str, Any]] | None = None
+    """A string or a list of ``text`` blocks (possibly with ``cache_control``)."""
+    stream: bool | None = None
+
+
+class AnthropicEvent(Wire):
+    """One SSE event of a streamed ``/v1/messages`` reply, or the whole message
+    (``type: "message"``)."""
+
+    type: str | None = None
+    """``message_start``, ``content_block_start``, ``content_block_delta``, ``message_delta``,
+    ``message_stop``, ``ping``, ``error``; ``message`` for a whole reply."""
+    index: int | None = None
+    """The content block an event refers to."""
+    content_block: dict[str, Any] | None = None
+    """The block opened by ``content_block_start``."""
+    delta: dict[str, Any] | None = None
+    """``text_delta`` / ``thinking_delta`` / ``input_json_delta`` (block events) or
+    ``stop_reason`` (``message_delta``)."""
+    message: dict[str, Any] | None = None
+    """The message of ``message_start`` (its ``usage.input_tokens``)."""
+    usage: dict[str, Any] | None = None
+    """``output_tokens`` (``message_delta``) or both counts (a whole message)."""
+    content: list[dict[str, Any]] | None = None
+    """Content blocks of a whole message."""
+    stop_reason: str | None = None
+    """``end_turn``, ``max_tokens``, ``stop_sequence``, ``tool_use`` (a whole message)."""
 
 
 M = TypeVar("M", bound=Wire)

@@ -1,10 +1,12 @@
-"""A fake Ollama for the tests: a real aiohttp server speaking Ollama's and OpenAI's wire formats.
+"""A fake Ollama for the tests: a real aiohttp server speaking Ollama's and OpenAI's wire formats,
+OpenAI Responses (``/v1/responses``) and Anthropic Messages (``/v1/messages``) included.
 
-Formats follow ``../shared/reference/ollama/api.md`` and ``openai-compatibility.mdx``. Replies
-are deterministic (``Noted: <last user text>``); special model names script failures:
-``missing`` (404 before streaming), ``midstream-error`` (an ``{"error"}`` frame after two
-chunks), ``disconnect`` (the connection cut after two chunks), ``tool-model`` (a tool call
-until a ``tool`` message arrives), ``overflow`` (400).
+Formats follow ``../shared/reference/ollama/api.md``, ``openai-compatibility.mdx`` and
+``anthropic-compatibility.mdx``. Replies are deterministic (``Noted: <last user text>``);
+special model names script failures: ``missing`` (404 before streaming), ``midstream-error``
+(an error frame after two chunks), ``disconnect`` (the connection cut after two chunks),
+``tool-model`` (a tool call until a tool result arrives), ``overflow`` (400), and, on the two
+named-event routes, ``thinker`` (reasoning before the text).
 Embeddings are hashed bags of words, so texts sharing words are similar.
 
 Run it on its own to try the proxy without Ollama: ``python -m testing.fake_upstream 11434``.
@@ -21,6 +23,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import web
+
+from testing import event_streams as ev
 
 EMBED_DIM = 64
 TAGS_BODY = (
@@ -51,6 +55,8 @@ class Recorded:
     path: str
     headers: dict[str, str]
     body: bytes
+    query: str = ""
+    """The raw query string (``beta=true``)."""
 
     def json(self) -> Any:
         return json.loads(self.body)
@@ -83,6 +89,8 @@ class FakeOllama:
     echo_context: bool = False
     """Answer by repeating every system message before the last user turn: the worst case of
     a model that repeats whatever was put in its context (scripts/audit_leakage.py)."""
+    without: frozenset[str] = frozenset()
+    """Paths not served (404, as a server without that API answers), e.g. ``/v1/responses``."""
     url: str = ""
     _runner: web.AppRunner | None = None
 
@@ -107,6 +115,9 @@ class FakeOllama:
         app.router.add_get("/v1/models", self.models)
         app.router.add_post("/v1/embeddings", self.v1_embeddings)
         app.router.add_post("/v1/chat/completions", self.v1_chat)
+        for path, handler in (("/v1/responses", self.responses), ("/v1/messages", self.messages)):
+            if path not in self.without:
+                app.router.add_post(path, handler)
         self._runner = web.AppRunner(app)
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", port)
@@ -126,7 +137,9 @@ class FakeOllama:
     @web.middleware
     async def _record(self, request: web.Request, handler: Any) -> web.StreamResponse:
         body = await request.read()
-        self.requests.append(Recorded(request.method, request.path, dict(request.headers), body))
+        headers = dict(request.headers)
+        recorded = Recorded(request.method, request.path, headers, body, request.query_string)
+        self.requests.append(recorded)
         return await handler(request)
 
     # --- plain endpoints -------------------------------------------------------------------
@@ -443,6 +456,101 @@ class FakeOllama:
         await response.write(b"data: [DONE]\n\n")
         await response.write_eof()
         return response
+
+    # --- OpenAI Responses and Anthropic Messages (testing.event_streams) ------------------
+    def _event_answer(self, model: str, messages: list[dict[str, Any]], prompt: str) -> ev.Answer:
+        """What the fake says to a Responses or Messages request (as chat ``messages``)."""
+        tokens = len(prompt.split())
+        if model == "tool-model" and (not messages or messages[-1].get("role") != "tool"):
+            return ev.Answer([], tool=("get_weather", '{"city": "Tokyo"}'), input_tokens=tokens)
+        words = self.answer(messages).split(" ")
+        pieces = [w + (" " if i < len(words) - 1 else "") for i, w in enumerate(words)]
+        thinking = "Let me think about it." if model == "thinker" else ""
+        return ev.Answer(pieces, thinking=thinking, input_tokens=tokens)
+
+    async def _event_stream(
+        self, request: web.Request, events: list[ev.Event], broken: ev.Event | None
+    ) -> web.StreamResponse:
+        """Stream ``events``; for ``midstream-error`` / ``disconnect`` models, stop after the
+        second text delta with ``broken`` or by cutting the connection."""
+        model = (await request.json())["model"]
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await response.prepare(request)
+        deltas = 0
+        for frame in ev.sse(events):
+            await response.write(frame)
+            deltas += b'"text_delta"' in frame or b"output_text.delta" in frame[:40]
+            if deltas == 2 and model == "midstream-error" and broken is not None:
+                await response.write(ev.sse([broken])[0])
+                break
+            if deltas == 2 and model == "disconnect":
+                await asyncio.sleep(0.05)
+                assert request.transport is not None
+                request.transport.abort()
+                return response
+        await response.write_eof()
+        return response
+
+    async def responses(self, request: web.Request) -> web.StreamResponse:
+        """``POST /v1/responses``: a response object, or its event stream."""
+        body = await request.json()
+        if body["model"] == "missing":
+            error = {"message": "model 'missing' not found", "type": "invalid_request_error"}
+            return web.json_response({"error": {**error, "code": "model_not_found"}}, status=404)
+        answer = self._event_answer(body["model"], responses_messages(body), json.dumps(body))
+        if not body.get("stream"):
+            return web.json_response(ev.response_object(body["model"], answer))
+        events = ev.responses_events(body["model"], answer)
+        return await self._event_stream(request, events, ev.responses_error("model crashed"))
+
+    async def messages(self, request: web.Request) -> web.StreamResponse:
+        """``POST /v1/messages``: a message, or its event stream."""
+        body = await request.json()
+        if body["model"] == "missing":
+            error = {"type": "not_found_error", "message": "model 'missing' not found"}
+            return web.json_response({"type": "error", "error": error}, status=404)
+        answer = self._event_answer(body["model"], anthropic_messages(body), json.dumps(body))
+        if not body.get("stream"):
+            return web.json_response(ev.anthropic_message(body["model"], answer))
+        events = ev.anthropic_events(body["model"], answer)
+        return await self._event_stream(request, events, ev.anthropic_error("Overloaded"))
+
+
+def _text(content: Any, kinds: tuple[str, ...]) -> str:
+    if isinstance(content, str):
+        return content
+    parts = [p for p in content or [] if isinstance(p, dict) and p.get("type") in kinds]
+    return " ".join(str(p.get("text", "")) for p in parts)
+
+
+def responses_messages(body: dict[str, Any]) -> list[dict[str, Any]]:
+    """A Responses request as chat messages (instructions first, function outputs as tools)."""
+    given = body.get("input")
+    items = [{"role": "user", "content": given}] if isinstance(given, str) else given or []
+    messages = (
+        [{"role": "system", "content": body["instructions"]}] if body.get("instructions") else []
+    )
+    for item in items:
+        if item.get("type") == "function_call_output":
+            messages.append({"role": "tool", "content": item.get("output")})
+        elif item.get("type", "message") == "message":
+            text = _text(item.get("content"), ("input_text", "output_text"))
+            messages.append({"role": item.get("role"), "content": text})
+    return messages
+
+
+def anthropic_messages(body: dict[str, Any]) -> list[dict[str, Any]]:
+    """A Messages request as chat messages (system first, tool-result turns as tools)."""
+    system = body.get("system")
+    messages = [{"role": "system", "content": _text(system, ("text",))}] if system else []
+    for message in body.get("messages") or []:
+        content = message.get("content")
+        blocks = content if isinstance(content, list) else []
+        if blocks and all(b.get("type") == "tool_result" for b in blocks):
+            messages.append({"role": "tool", "content": _text(blocks[0].get("content"), ("text",))})
+        else:
+            messages.append({"role": message["role"], "content": _text(content, ("text",))})
+    return messages
 
 
 async def v1_tool_call(request: web.Request, body: dict[str, Any]) -> web.StreamResponse:
