@@ -6,6 +6,8 @@ from __future__ import annotations
 import itertools
 from typing import Any
 
+import anthropic
+import openai
 import pytest
 
 from memory.types import Scope
@@ -158,3 +160,52 @@ def test_digests_change_with_any_earlier_message():
     one, two = OLLAMA_CHAT.conversation(body), OLLAMA_CHAT.conversation(edited)
     assert one.digests[0] == two.digests[0] and one.digests[1] != two.digests[1]
     assert not one.continued
+
+
+async def test_claude_code_style_chat_keeps_its_prefix_through_the_anthropic_route(
+    start_proxy: StartProxy, fake: FakeOllama
+):
+    proxy = await start_proxy(memory={"placement": "user"})
+    await seed(proxy)
+    client = anthropic.AsyncAnthropic(
+        base_url=proxy.url, api_key="x", default_headers={"X-Memory-User": "alice"}
+    )
+    history: list[dict[str, Any]] = []
+    sent = []
+    async with client:
+        for question in QUESTIONS:
+            history.append({"role": "user", "content": [{"type": "text", "text": question}]})
+            reply = await client.messages.create(
+                model="llama3.2", max_tokens=64, system="Be brief.", messages=history
+            )
+            sent.append(fake.calls("/v1/messages")[-1].json()["messages"])
+            blocks = [b.model_dump() for b in reply.content]
+            history.append({"role": "assistant", "content": blocks})
+    assert "<memories>" in sent[0][0]["content"][0]["text"]
+    for before, after in itertools.pairwise(sent):
+        assert after[: len(before)] == before
+
+
+async def test_codex_style_chat_keeps_its_prefix_through_the_responses_route(
+    start_proxy: StartProxy, fake: FakeOllama
+):
+    proxy = await start_proxy(memory={"placement": "before_user"})
+    await seed(proxy)
+    client = openai.AsyncOpenAI(
+        base_url=f"{proxy.url}/v1", api_key="x", default_headers={"X-Memory-User": "alice"}
+    )
+    items: list[dict[str, Any]] = []
+    sent = []
+    async with client:
+        for question in QUESTIONS:
+            items.append({"role": "user", "content": [{"type": "input_text", "text": question}]})
+            reply = await client.responses.create(
+                model="llama3.2",
+                instructions="Be brief.",
+                input=items,  # type: ignore[arg-type]
+            )
+            sent.append(fake.calls("/v1/responses")[-1].json()["input"])
+            items.append({"role": "assistant", "content": reply.output_text})
+    assert [i["role"] for i in sent[0]] == ["system", "user"]
+    for before, after in itertools.pairwise(sent):
+        assert after[: len(before)] == before

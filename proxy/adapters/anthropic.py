@@ -10,9 +10,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from proxy.adapters.base import SAMPLING, Placement, Reply, parse_chunk
+from proxy.adapters.base import SAMPLING, Conversation, Placement, Reply, parse_chunk
 from proxy.adapters.events import sse_event
-from proxy.adapters.messages import depends_on_previous, merge_into, prepend_to
+from proxy.adapters.messages import depends_on_previous, merge_into, prepend_to, running_digests
 from proxy.wire import AnthropicEvent, AnthropicMessagesRequest, ApiKind, Framing, Wire
 
 STOP_REASONS = {"end_turn": "stop", "stop_sequence": "stop", "max_tokens": "length"}
@@ -45,6 +45,10 @@ def _is_tool_step(message: dict[str, Any]) -> bool:
     if message.get("role") == "user":
         return bool(blocks) and all(b.get("type") == "tool_result" for b in blocks)
     return any(b.get("type") == "tool_use" for b in blocks)
+
+
+def _is_user_turn(message: dict[str, Any]) -> bool:
+    return message.get("role") == "user" and not _is_tool_step(message)
 
 
 def _turn_index(messages: list[dict[str, Any]]) -> int | None:
@@ -133,6 +137,27 @@ class AnthropicMessages:
             return {**body, "system": merge_into(body.get("system"), block)}
         message = messages[turn]
         messages[turn] = {**message, "content": _prefixed(message.get("content"), block)}
+        return {**body, "messages": messages}
+
+    def conversation(self, body: dict[str, Any]) -> Conversation:
+        """Digests at each user turn (not the tool results), ``system`` included; continued
+        when tool steps follow the turn being answered (see
+        :class:`~proxy.adapters.base.Conversation`)."""
+        messages = body.get("messages") or []
+        digests = running_digests(body.get("system"), messages, _is_user_turn)
+        index = _turn_index(messages)
+        return Conversation(digests, index is not None and index < len(messages) - 1)
+
+    def inject_at(
+        self, body: dict[str, Any], turn: int, block: str, placement: Placement
+    ) -> dict[str, Any]:
+        """A copy of ``body`` with ``block`` leading user turn number ``turn`` (0-based,
+        negative from the end; tool results are not turns) whatever ``placement`` (messages
+        have no system role); raises IndexError when there is no such turn."""
+        messages = list(body.get("messages") or [])
+        index = [i for i, m in enumerate(messages) if _is_user_turn(m)][turn]
+        message = messages[index]
+        messages[index] = {**message, "content": _prefixed(message.get("content"), block)}
         return {**body, "messages": messages}
 
     def with_sampling(self, body: dict[str, Any], knobs: dict[str, float]) -> dict[str, Any]:

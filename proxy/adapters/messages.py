@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from proxy.adapters.base import Conversation, Placement
@@ -80,6 +81,26 @@ def prepend_to(content: Any, block: str) -> Any:
     if isinstance(content, str) and content:
         return f"{block}\n\n{content}"
     return block
+
+
+def running_digests(
+    preamble: Any, messages: Sequence[dict[str, Any]], is_turn: Callable[[dict[str, Any]], bool]
+) -> tuple[str, ...]:
+    """SHA-256 (hex) of ``preamble`` (a format's system field, or None) and ``messages`` up to
+    and including each message for which ``is_turn`` holds, in order: one running hash over
+    their canonical JSON, so O(body size).
+
+    >>> len(running_digests(None, [{"role": "user"}, {"role": "user"}], lambda m: True))
+    2
+    """
+    running = hashlib.sha256(json.dumps(preamble, sort_keys=True).encode("utf-8") + b"\n")
+    digests: list[str] = []
+    for message in messages:
+        canonical = json.dumps(message, sort_keys=True, separators=(",", ":"))
+        running.update(canonical.encode("utf-8") + b"\n")
+        if is_turn(message):
+            digests.append(running.copy().hexdigest())
+    return tuple(digests)
 
 
 def _tool_step(message: dict[str, Any]) -> bool:
@@ -161,16 +182,10 @@ class MessagesFormat:
         >>> len(c.digests), c.continued
         (1, True)
         """
-        running = hashlib.sha256()
-        digests: list[str] = []
         messages = body.get("messages") or []
-        for message in messages:
-            canonical = json.dumps(message, sort_keys=True, separators=(",", ":"))
-            running.update(canonical.encode("utf-8") + b"\n")
-            if message.get("role") == "user":
-                digests.append(running.copy().hexdigest())
+        digests = running_digests(None, messages, lambda m: m.get("role") == "user")
         continued = bool(messages) and messages[-1].get("role") != "user"
-        return Conversation(tuple(digests), continued)
+        return Conversation(digests, continued)
 
     def inject(
         self, body: dict[str, Any], block: str, placement: Placement = "system"

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from proxy.adapters.base import SAMPLING, Placement, Reply, parse_chunk
+from proxy.adapters.base import SAMPLING, Conversation, Placement, Reply, parse_chunk
 from proxy.adapters.events import sse_event
-from proxy.adapters.messages import depends_on_previous, merge_into
+from proxy.adapters.messages import depends_on_previous, merge_into, running_digests
 from proxy.wire import ApiKind, Framing, ResponsesEvent, ResponsesRequest, Wire
 
 TEXT_PARTS = ("input_text", "output_text", "text")
@@ -50,6 +50,10 @@ def _items(body: dict[str, Any]) -> list[dict[str, Any]]:
 def _is_message(item: dict[str, Any], role: str | tuple[str, ...]) -> bool:
     roles = (role,) if isinstance(role, str) else role
     return item.get("type", "message") == "message" and item.get("role") in roles
+
+
+def _is_user_message(item: dict[str, Any]) -> bool:
+    return _is_message(item, "user")
 
 
 def _turn_index(items: list[dict[str, Any]]) -> int | None:
@@ -147,6 +151,31 @@ class OpenAIResponses:
             items.insert(turn, {"type": "message", "role": "system", "content": block})
         else:
             items[turn] = _prefixed(items[turn], block)
+        return {**body, "input": items}
+
+    def conversation(self, body: dict[str, Any]) -> Conversation:
+        """Digests at each user message, ``instructions`` included; continued when tool steps
+        follow the turn being answered (see :class:`~proxy.adapters.base.Conversation`). None
+        with ``previous_response_id``: the server holds the history, with its blocks."""
+        if body.get("previous_response_id"):
+            return Conversation((), False)
+        items = _items(body)
+        digests = running_digests(body.get("instructions"), items, _is_user_message)
+        index = _turn_index(items)
+        return Conversation(digests, index is not None and index < len(items) - 1)
+
+    def inject_at(
+        self, body: dict[str, Any], turn: int, block: str, placement: Placement
+    ) -> dict[str, Any]:
+        """A copy of ``body`` with ``block`` as a system message item just before user message
+        number ``turn`` (0-based, negative from the end; ``before_user``) or as its leading text
+        (``user``); raises IndexError when there is no such message."""
+        items = list(_items(body))
+        index = [i for i, item in enumerate(items) if _is_user_message(item)][turn]
+        if placement == "before_user":
+            items.insert(index, {"type": "message", "role": "system", "content": block})
+        else:
+            items[index] = _prefixed(items[index], block)
         return {**body, "input": items}
 
     def with_sampling(self, body: dict[str, Any], knobs: dict[str, float]) -> dict[str, Any]:
