@@ -389,3 +389,92 @@ async def test_openai_kind_upstream_without_the_route_has_its_404_relayed(tmp_pa
     finally:
         await runner.cleanup()
         await server.close()
+
+
+# --- placement (memory.placement; the other tests pin `system`) ------------------------------
+async def recalled_proxy(start_proxy: StartProxy, placement: str) -> RunningProxy:
+    """A proxy with ``placement`` that already remembers FACT (written over /v1/responses)."""
+    proxy = await start_proxy(memory={"placement": placement})
+    async with openai_for(proxy) as oai:
+        await oai.responses.create(model="llama3.2", input=FACT)
+    await proxy.flush()
+    return proxy
+
+
+async def stored_user_texts(proxy: RunningProxy) -> list[str]:
+    await proxy.flush()
+    hits = await proxy.memory.search("alice", QUESTION, 5)
+    return [h.text.split("\nAssistant:")[0] for h in hits if QUESTION in h.text]
+
+
+async def test_responses_placement_user_leads_the_turn_and_stores_only_the_users_text(
+    start_proxy: StartProxy, fake: FakeOllama
+):
+    proxy = await recalled_proxy(start_proxy, "user")
+    parts = [{"type": "input_text", "text": QUESTION}]
+    async with openai_for(proxy) as oai:
+        raw = await oai.responses.with_raw_response.create(
+            model="llama3.2", instructions="Be brief.", input=QUESTION
+        )
+        assert raw.headers[STATUS_HEADER] == "injected"
+        await oai.responses.create(model="llama3.2", input=[{"role": "user", "content": parts}])
+    as_string, as_parts = (r.json() for r in fake.calls("/v1/responses")[-2:])
+    assert as_string["instructions"] == "Be brief."  # the client's prefix is untouched
+    block, question = as_string["input"].split("\n\n", 1)[0], QUESTION
+    assert FACT in block and as_string["input"].endswith(f"\n\n{question}")
+    (turn,) = as_parts["input"]
+    assert turn["content"][0]["type"] == "input_text" and FACT in turn["content"][0]["text"]
+    assert turn["content"][1:] == parts and "instructions" not in as_parts
+    assert await stored_user_texts(proxy) == [f"User: {QUESTION}"] * 2
+
+
+async def test_responses_placement_before_user_is_a_system_item_before_the_turn(
+    start_proxy: StartProxy, fake: FakeOllama
+):
+    proxy = await recalled_proxy(start_proxy, "before_user")
+    history = [*user("Hi"), {"role": "assistant", "content": "Hello!"}, *user(QUESTION)]
+    async with openai_for(proxy) as oai:
+        await oai.responses.create(model="llama3.2", input=history)
+    sent = fake.calls("/v1/responses")[-1].json()["input"]
+    assert sent[:2] == history[:2] and sent[3] == history[2]
+    assert sent[2]["role"] == "system" and FACT in sent[2]["content"]
+
+
+@pytest.mark.parametrize("placement", ["user", "before_user"])
+async def test_messages_placement_user_leads_the_turn_system_untouched(
+    start_proxy: StartProxy, fake: FakeOllama, placement: str
+):
+    proxy = await recalled_proxy(start_proxy, placement)
+    system: list[Any] = [
+        {"type": "text", "text": "You are terse.", "cache_control": {"type": "ephemeral"}}
+    ]
+    async with anthropic_for(proxy) as claude:
+        raw = await claude.messages.with_raw_response.create(
+            model="llama3.2", max_tokens=64, system=system, messages=user(QUESTION)
+        )
+        assert raw.headers[STATUS_HEADER] == "injected"
+    sent = fake.calls("/v1/messages")[-1].json()
+    assert sent["system"] == system
+    (turn,) = sent["messages"]
+    assert turn["role"] == "user" and turn["content"].endswith(f"\n\n{QUESTION}")
+    assert FACT in turn["content"].split("\n\n", 1)[0]
+    assert await stored_user_texts(proxy) == [f"User: {QUESTION}"]
+
+
+async def test_messages_placement_user_in_a_tool_loop_goes_into_the_real_user_turn(
+    start_proxy: StartProxy, fake: FakeOllama
+):
+    proxy = await recalled_proxy(start_proxy, "user")
+    call = {"type": "tool_use", "id": "toolu_1", "name": "get_weather", "input": {}}
+    result = {"type": "tool_result", "tool_use_id": "toolu_1", "content": "sunny"}
+    question = [{"type": "text", "text": QUESTION}]
+    history: list[Any] = [
+        {"role": "user", "content": question},
+        {"role": "assistant", "content": [call]},
+        {"role": "user", "content": [result]},
+    ]
+    async with anthropic_for(proxy) as claude:
+        await claude.messages.create(model="tool-model", max_tokens=64, messages=history)
+    sent = fake.calls("/v1/messages")[-1].json()["messages"]
+    assert sent[1:] == history[1:]  # the tool steps are untouched
+    assert FACT in sent[0]["content"][0]["text"] and sent[0]["content"][1:] == question
