@@ -65,6 +65,8 @@ def test_the_table_routes_each_format_to_its_path():
         "/api/chat": "ollama_chat",
         "/api/generate": "ollama_generate",
         "/v1/chat/completions": "openai_chat",
+        "/v1/responses": "openai_responses",
+        "/v1/messages": "anthropic_messages",
     }
 
 

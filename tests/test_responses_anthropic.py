@@ -3,6 +3,7 @@ and ``anthropic`` Python clients through the proxy in front of the fake upstream
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -12,9 +13,14 @@ import anthropic
 import openai
 import pytest
 from aiohttp import web
+from hypothesis import given
+from hypothesis import strategies as st
 
+from proxy.adapters import ANTHROPIC_MESSAGES, OPENAI_RESPONSES
 from proxy.app import create_app
 from proxy.chat import RECALLED_HEADER, STATUS_HEADER
+from proxy.tee import Tee
+from testing import event_streams as ev
 from testing.fake_upstream import FakeOllama
 from tests.conftest import RunningProxy, StartProxy, make_config
 
@@ -478,3 +484,53 @@ async def test_messages_placement_user_in_a_tool_loop_goes_into_the_real_user_tu
     sent = fake.calls("/v1/messages")[-1].json()["messages"]
     assert sent[1:] == history[1:]  # the tool steps are untouched
     assert FACT in sent[0]["content"][0]["text"] and sent[0]["content"][1:] == question
+
+
+# --- the tee over the two event streams (no server) -------------------------------------------
+def tee_bytes(adapter: Any, raw: bytes, size: int) -> tuple[Tee, list[bool]]:
+    tee = Tee(adapter, "sse")
+    ends = []
+    for i in range(0, len(raw), size):
+        tee.feed(raw[i : i + size])
+        ends.append(tee.at_end(None))
+    return tee, ends
+
+
+@given(size=st.integers(min_value=1, max_value=97))
+def test_tee_assembles_both_event_streams_whatever_the_chunking(size: int):
+    answer = ev.Answer(["Hi ", "th", "ere"], thinking="hmm", input_tokens=7)
+    streams = (
+        (OPENAI_RESPONSES, ev.responses_events("m", answer)),
+        (ANTHROPIC_MESSAGES, ev.anthropic_events("m", answer)),
+    )
+    for adapter, events in streams:
+        raw = b"".join(ev.sse(events)).replace(b"\n", b"\r\n")
+        tee, ends = tee_bytes(adapter, raw, size)
+        reply = tee.close()
+        assert (reply.content, reply.thinking, reply.error) == ("Hi there", "hmm", None)
+        # complete once the closing event's data line is in, not before, and from then on
+        first = ends.index(True)
+        assert not any(ends[:first]) and all(ends[first:]) and reply.done
+        assert (first + 1) * size >= raw.rindex(b"\r\n\r\n") + 2
+        assert reply.metrics["prompt_eval_count"] == 7
+        assert reply.metrics["eval_count"] == answer.output_tokens
+        assert reply.metrics["done_reason"] == "stop" and reply.unparsed == 0
+
+
+def test_tee_reads_tool_calls_and_error_events_of_both_streams():
+    answer = ev.Answer([], tool=("get_weather", '{"city": "Tokyo"}'))
+    for adapter, events in (
+        (OPENAI_RESPONSES, ev.responses_events("m", answer)),
+        (ANTHROPIC_MESSAGES, ev.anthropic_events("m", answer)),
+    ):
+        reply = tee_bytes(adapter, b"".join(ev.sse(events)), 13)[0].close()
+        (call,) = reply.tool_calls
+        assert call["function"]["name"] == "get_weather" and reply.content == ""
+        assert json.loads(call["function"]["arguments"]) == {"city": "Tokyo"}
+    broken = (
+        (OPENAI_RESPONSES, ev.responses_error("model crashed")),
+        (ANTHROPIC_MESSAGES, ev.anthropic_error("model crashed")),
+    )
+    for adapter, event in broken:
+        reply = tee_bytes(adapter, ev.sse([event])[0], 5)[0].close()
+        assert reply.error == "model crashed" and not reply.done
