@@ -57,10 +57,12 @@ class StoreConfig(Frozen):
     """URL of a Chroma server (``http://host:8000``); selects ``HttpClient`` instead of ``path``."""
     collection_prefix: str = Field(default="slm", pattern=r"^[a-zA-Z0-9][a-zA-Z0-9._-]{0,63}$")
     """Prefix of the per-user collection names."""
-    cache_collections: int = Field(default=256, ge=1)
+    cache_collections: int = Field(default=64, ge=1)
     """Most users whose Chroma collection handles (and, with the embedded store, Chroma's
-    in-memory HNSW index) are kept open at once, least recently used closed first. Chroma's
-    own default keeps every collection it has opened (about 2.6 MB each embedded)."""
+    in-memory HNSW index: about 2.6 MB each, even for one memory) are kept open at once, least
+    recently used closed first (reopened from disk at the next use). Chroma's own embedded
+    default keeps every collection it has opened (:mod:`memory.store.embedded`). Recall of a
+    user whose index is loaded does not touch Chroma; writes and first recalls do."""
 
 
 class EmbedderConfig(Frozen):

@@ -11,6 +11,9 @@ user, and what the in-memory indexes hold by their own count (:meth:`IndexCache.
 Each run is one fresh process (RSS never shrinks much once grown, so runs must not share one):
 
     python scripts/bench_users.py [--users 1000] [--url http://127.0.0.1:8000]
+        [--cache-collections 64] [--index-cache-mb 1024]
+
+``--cache-collections 1000000`` gives chromadb's own unbounded behaviour (the baseline).
 """
 
 from __future__ import annotations
@@ -137,7 +140,10 @@ if __name__ == "__main__":
     parser.add_argument("--users", type=int, default=1000)
     parser.add_argument("--url", default=None, help="a Chroma server (default: embedded)")
     parser.add_argument(
-        "--cache-collections", type=int, default=256, help="store.cache_collections"
+        "--cache-collections",
+        type=int,
+        default=StoreConfig().cache_collections,
+        help="store.cache_collections",
     )
     parser.add_argument("--index-cache-mb", type=float, default=None, help="memory.index_cache_mb")
     parsed = parser.parse_args()
