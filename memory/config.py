@@ -57,6 +57,12 @@ class StoreConfig(Frozen):
     """URL of a Chroma server (``http://host:8000``); selects ``HttpClient`` instead of ``path``."""
     collection_prefix: str = Field(default="slm", pattern=r"^[a-zA-Z0-9][a-zA-Z0-9._-]{0,63}$")
     """Prefix of the per-user collection names."""
+    cache_collections: int = Field(default=64, ge=1)
+    """Most users whose Chroma collection handles (and, with the embedded store, Chroma's
+    in-memory HNSW index: about 2.6 MB each, even for one memory) are kept open at once, least
+    recently used closed first (reopened from disk at the next use). Chroma's own embedded
+    default keeps every collection it has opened (:mod:`memory.store.embedded`). Recall of a
+    user whose index is loaded does not touch Chroma; writes and first recalls do."""
 
 
 class EmbedderConfig(Frozen):
@@ -230,6 +236,12 @@ class MemoryConfig(Frozen):
     """With a shared store: an in-memory index serves recall only while the change log was
     read within this many milliseconds; otherwise recall asks the store. The bound within
     which a deletion on one replica is honoured by every other."""
+
+    index_cache_mb: float = Field(default=1024, gt=0)
+    """Most megabytes the users' in-memory recall indexes may hold together (their own count,
+    :meth:`memory.recall.index.UserIndex.nbytes`): beyond it the least recently recalled
+    users' indexes are dropped, and rebuilt from the store at their next recall (which asks
+    the store meanwhile). A user whose index alone is larger keeps it (the only one held)."""
 
     @field_validator("task_patterns")
     @classmethod

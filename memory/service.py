@@ -110,9 +110,10 @@ class MemoryService:
     @staticmethod
     def _index_cache(store: Store, config: MemoryConfig) -> tuple[IndexCache, ChangeFeed | None]:
         """The index cache and, with a store other replicas write to, its change feed."""
+        limit = config.index_cache_mb * 2**20
         if not store.logs_changes:
-            return IndexCache(store), None
-        cache = IndexCache(store, config.coherence_stale_ms / 1000)
+            return IndexCache(store, limit_bytes=limit), None
+        cache = IndexCache(store, config.coherence_stale_ms / 1000, limit)
         return cache, ChangeFeed(store, cache, config.coherence_ms / 1000)
 
     @staticmethod

@@ -258,9 +258,7 @@ async def test_recaller_leaves_near_duplicates_out_and_reports_its_stages():
 
     # the recaller takes an embedder, a store and an index cache: here, stand-ins for each
     embedder, store = SimpleNamespace(embed=embed), SimpleNamespace(query=from_store)
-    cache = SimpleNamespace(
-        loaded=lambda user: index, load=lambda user: None, coherent=lambda: True
-    )
+    cache = SimpleNamespace(get=lambda user: index, coherent=lambda: True)
     config = MemoryConfig(min_similarity=0.1)
     block = await Recaller(embedder, store, config, cache).recall(  # type: ignore[arg-type]
         Scope("u"), "where did I move?"

@@ -5,9 +5,11 @@ Both are caches of the store and say how they stay current. The index cache is t
 change this process makes (writes, metadata updates, deletes) and, through the change feed
 (:mod:`memory.recall.coherence`), of every change other replicas make; it applies them in
 order in one background task per user; a user's index is built from the store when first
-asked for (:meth:`IndexCache.load`). The shared tier is written only by sleep cycles; its copy is
-reloaded when older than :data:`SharedTier.REFRESH_S` (a cycle run by another process shows up
-within that), in the background, when a reader asks for it (:meth:`SharedTier.refresh_if_stale`).
+asked for (:meth:`IndexCache.load`), and dropped again when the indexes together outgrow
+their bound (``memory.index_cache_mb``; least recently recalled first). The shared tier is
+written only by sleep cycles; its copy is reloaded when older than :data:`SharedTier.REFRESH_S`
+(a cycle run by another process shows up within that), in the background, when a reader asks
+for it (:meth:`SharedTier.refresh_if_stale`).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import asyncio
 import logging
 import math
 import time
+from collections import OrderedDict
 
 import numpy as np
 
@@ -29,7 +32,10 @@ log = logging.getLogger(__name__)
 
 class IndexCache:
     """The users' in-memory indexes over ``store`` (the raw store: a reload is not a
-    latency-critical call). Unbounded: one index per user recalled since start.
+    latency-critical call), at most ``limit_bytes`` together (``memory.index_cache_mb``, by
+    :meth:`UserIndex.nbytes`): past it the least recently recalled users' indexes are dropped
+    (not one being built or updated, never the last one held); such a user is rebuilt from the
+    store at the next recall, which asks the store meanwhile.
 
     Coherence: this process's own changes arrive through :meth:`changed` and
     :meth:`removed`; other replicas' through the change feed
@@ -38,12 +44,18 @@ class IndexCache:
     runs), an index only serves recall while the log was read within ``stale_s`` seconds
     (:meth:`coherent`); otherwise recall asks the store, which is the truth."""
 
-    def __init__(self, store: Store, stale_s: float | None = None) -> None:
+    def __init__(
+        self, store: Store, stale_s: float | None = None, limit_bytes: float = math.inf
+    ) -> None:
         self.store = store
         self.stale_s = stale_s
         """How old the last read of the change log may be for an index to serve recall
         (None: no other replica writes; always coherent)."""
-        self._index: dict[str, UserIndex] = {}
+        self.limit_bytes = limit_bytes
+        self.evicted = 0
+        """Indexes dropped to stay within ``limit_bytes`` since start."""
+        self._index: OrderedDict[str, UserIndex] = OrderedDict()  # least recently used first
+        self._bytes: dict[str, int] = {}
         self._pending: dict[str, list[IndexChange]] = {}
         self._reload: set[str] = set()
         self._removed: dict[str, set[str]] = {}
@@ -53,6 +65,24 @@ class IndexCache:
     def loaded(self, user: str) -> UserIndex | None:
         """The user's index as it is now, or None when it is not built (never loads)."""
         return self._index.get(user)
+
+    def get(self, user: str) -> UserIndex | None:
+        """The user's index for a recall (now its most recently used), or None when it is not
+        built: then it starts being built in the background."""
+        index = self._index.get(user)
+        if index is None:
+            self.load(user)
+        else:
+            self._index.move_to_end(user)
+        return index
+
+    def held(self) -> int:
+        """How many users' indexes are held."""
+        return len(self._index)
+
+    def nbytes(self) -> int:
+        """Bytes the held indexes hold together (as :meth:`UserIndex.nbytes` counts them)."""
+        return sum(self._bytes.values())
 
     def tracks(self, user: str) -> bool:
         """Whether the user's index is built or being built (changes to it matter)."""
@@ -106,6 +136,7 @@ class IndexCache:
     def forget(self, user: str) -> None:
         """Drop the user's index now and reload it (recall asks the store meanwhile)."""
         self._index.pop(user, None)
+        self._bytes.pop(user, None)
         self.changed(user)
 
     def forget_all(self) -> None:
@@ -113,7 +144,7 @@ class IndexCache:
         for user in list(self._index):
             self.forget(user)
 
-    def _publish(self, user: str, index: UserIndex) -> None:
+    def _publish(self, user: str, index: UserIndex, size: int) -> None:
         gone = self._removed.get(user)
         if gone:
             held = frozenset(gone & index.position.keys())
@@ -122,6 +153,21 @@ class IndexCache:
             else:
                 del self._removed[user]
         self._index[user] = index
+        self._index.move_to_end(user)
+        self._bytes[user] = size
+        self._evict()
+
+    def _evict(self) -> None:
+        """Drop least recently used indexes until the rest fit in ``limit_bytes``."""
+        total = self.nbytes()
+        for user in list(self._index)[:-1]:  # the newest stays, however large
+            if total <= self.limit_bytes:
+                return
+            if user in self._tasks:
+                continue  # its build or update would publish it again
+            del self._index[user]
+            total -= self._bytes.pop(user)
+            self.evicted += 1
 
     async def ready(self, user: str) -> None:
         """Wait until the user's index reflects every memory written so far (building it if
@@ -143,23 +189,29 @@ class IndexCache:
                 if user in self._reload or user not in self._index:
                     self._reload.discard(user)
                     self._pending.pop(user, None)  # the reload sees them
-                    self._publish(user, await self._build(user))
+                    self._publish(user, *await self._build(user))
                     continue
                 changes = self._pending.pop(user, [])
                 index = await asyncio.to_thread(apply_changes, self._index[user], changes)
                 if index is None:
                     self._reload.add(user)  # the old index serves recall meanwhile
                 else:
-                    self._publish(user, index)
+                    self._publish(user, index, await asyncio.to_thread(index.nbytes))
         except MemoryLayerError as exc:
             log.warning("memory index not rebuilt, recall asks the store for now: %s", exc)
         finally:
             self._tasks.pop(user, None)
 
-    async def _build(self, user: str) -> UserIndex:
+    async def _build(self, user: str) -> tuple[UserIndex, int]:
+        """The user's index built from the store, and its size in bytes."""
         hits, vectors = await self.store.snapshot(user)
         dense = vectors if vectors.shape[0] == len(hits) and len(hits) else None
-        return await asyncio.to_thread(UserIndex, hits, dense)
+        return await asyncio.to_thread(_sized, hits, dense)
+
+
+def _sized(hits: list[MemoryHit], vectors: np.ndarray | None) -> tuple[UserIndex, int]:
+    index = UserIndex(hits, vectors)
+    return index, index.nbytes()
 
 
 class SharedTier:

@@ -17,6 +17,7 @@ import copy
 import itertools
 import logging
 import re
+import sys
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
@@ -26,6 +27,7 @@ import Stemmer
 
 from memory.embedders import Vectors
 from memory.metabolism.decay import active_days
+from memory.recall.footprint import deep_bytes, sampled_bytes
 from memory.record import MemoryRecord
 from memory.store.chroma import to_chroma_metadata
 from memory.types import MemoryHit
@@ -36,6 +38,10 @@ CONTEXT_WEIGHT = 0.5
 """Weight of each session neighbour's vector in a memory's context vector (see
 :func:`context_vectors`); chosen on LoCoMo's development conversations (0.3-1.0 within 0.3
 points of recall)."""
+
+
+_INT_BYTES = sys.getsizeof(10**6)
+"""Size of one int object above the small-int cache (a position in :attr:`UserIndex.position`)."""
 
 
 def _tokenize(texts: list[str], stemmer: Any) -> Any:
@@ -189,6 +195,17 @@ class UserIndex:
 
     def __len__(self) -> int:
         return len(self.hits)
+
+    def nbytes(self) -> int:
+        """Bytes this index holds (estimated: arrays and BM25 counted exactly, the records and
+        their tokens from a sample; :mod:`memory.recall.footprint`), what the index cache's
+        bound (``memory.index_cache_mb``) counts."""
+        seen: set[int] = set()
+        arrays = [v for v in vars(self).values() if isinstance(v, np.ndarray)]
+        total = sum(deep_bytes(a, seen) for a in arrays)
+        total += deep_bytes([self._bm25, self.names], seen)
+        total += sys.getsizeof(self.position) + _INT_BYTES * len(self.position)  # ids: in hits
+        return total + sampled_bytes(self.hits, seen=seen) + sampled_bytes(self._tokens, seen=seen)
 
     @property
     def dense(self) -> bool:

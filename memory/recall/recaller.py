@@ -72,9 +72,7 @@ class Recaller:
         cache cannot vouch for (:meth:`IndexCache.coherent`) is not used."""
         if self.cache is None:
             return None
-        index = self.cache.loaded(user)
-        if index is None:
-            self.cache.load(user)
+        index = self.cache.get(user)
         return index if self.cache.coherent() else None
 
     async def recall(

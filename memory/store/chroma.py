@@ -12,7 +12,9 @@ import asyncio
 import functools
 import hashlib
 import json
+import threading
 import uuid
+from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any, Protocol, TypeVar
 from urllib.parse import urlsplit
@@ -168,7 +170,8 @@ class ChromaStore:
     def __init__(self, config: StoreConfig) -> None:
         self._config = config
         self._client: Any = None
-        self._collections: dict[str, Any] = {}
+        self._collections: OrderedDict[str, Any] = OrderedDict()  # least recently used first
+        self._lock = threading.Lock()
         self._log: Any = None
         self.replica = uuid.uuid4().hex
         """This process's name in the change log (its own entries are not read back)."""
@@ -232,8 +235,10 @@ class ChromaStore:
                 ssl=parts.scheme == "https",
                 settings=settings,
             )
+        from memory.store.embedded import persistent_client
+
         self._config.path.mkdir(parents=True, exist_ok=True)
-        return chromadb.PersistentClient(path=str(self._config.path), settings=settings)
+        return persistent_client(self._config.path, self._config.cache_collections)
 
     async def open(self) -> None:
         """Connect to the server or open the directory; raises StoreError."""
@@ -261,8 +266,10 @@ class ChromaStore:
     def _collection(self, user: str, create_dim: int | None = None, embedder: str = "") -> Any:
         """The user's collection; created (with its dimension recorded) when ``create_dim`` set."""
         name = collection_name(self._config.collection_prefix, user)
-        if name in self._collections:
-            return self._collections[name]
+        with self._lock:  # worker threads share the handles
+            if (cached := self._collections.get(name)) is not None:
+                self._collections.move_to_end(name)
+                return cached
         client = self._require_client()
         if create_dim is None:
             from chromadb.errors import NotFoundError
@@ -282,7 +289,10 @@ class ChromaStore:
                     "embedder": embedder,
                 },
             )
-        self._collections[name] = collection
+        with self._lock:
+            self._collections[name] = collection
+            if len(self._collections) > self._config.cache_collections:
+                self._collections.popitem(last=False)
         return collection
 
     async def check_dimension(self, embedder: str, dim: int) -> None:
