@@ -19,6 +19,7 @@ from typing import Any, Protocol
 
 import aiohttp
 
+from memory.batching import BatchingEmbedder, CachingEmbedder
 from memory.config import (
     EmbedderConfig,
     MemoryConfig,
@@ -98,6 +99,9 @@ class MemoryService:
         """The optional LLM judge (``symbiosis.judge_model``), run in the background."""
         self.stats = WriteStats()
         self.breakers = self._breakers(self.resilience)
+        self.query_embedder = CachingEmbedder(BatchingEmbedder(embedder))
+        """The recall path's embedder: concurrent queries share one model call, repeated ones
+        are not embedded again (``memory.batching``)."""
         self.scores = ScoreKeeper(self.symbiosis, score_log, scorer)
         self.cache, self.feed = self._index_cache(store, config)
         self.shared = SharedTier(store) if self.sharing else None
@@ -170,7 +174,7 @@ class MemoryService:
         embed_ms = min(self.resilience.embed_timeout_ms, self.config.timeout_ms)
         store_ms = min(self.resilience.store_timeout_ms, self.config.timeout_ms)
         return Recaller(
-            GuardedEmbedder(self.embedder, self.breakers["embedder"], embed_ms, True),
+            GuardedEmbedder(self.query_embedder, self.breakers["embedder"], embed_ms, True),
             GuardedStore(self.store, self.breakers["store"], store_ms, True),
             self.config,
             self.cache,
@@ -256,7 +260,7 @@ class MemoryService:
         self.outbox.close()
         if self.archive is not None:
             self.archive.close()
-        await self.embedder.aclose()
+        await self.query_embedder.aclose()  # closes self.embedder too
         await self.store.close()
 
     async def recall(

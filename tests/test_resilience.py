@@ -105,8 +105,9 @@ async def test_slow_embedder_trips_and_chat_skips_memory_fast(
         fake.embed_delay_s = 0.5
         statuses = []
         embeds_before = len(fake.calls("/api/embed"))
-        for _ in range(4):
-            async with http.post(f"{proxy.url}/api/chat", json=body) as r:
+        for i in range(4):  # new texts: a repeated query is served from the vector cache
+            turn = {"role": "user", "content": f"hello {i}"}
+            async with http.post(f"{proxy.url}/api/chat", json={**body, "messages": [turn]}) as r:
                 assert r.status == 200
                 statuses.append(r.headers[STATUS_HEADER])
     # 0.5 s fits the 1 s recall budget, so only the adaptive budget can have cut these short;
@@ -114,7 +115,9 @@ async def test_slow_embedder_trips_and_chat_skips_memory_fast(
     assert statuses == ["skipped"] * 4
     assert proxy.memory.breakers["embedder"].state == "open"
     recall_embeds = [r for r in fake.calls("/api/embed")[embeds_before:] if b"hello" in r.body]
-    assert len(recall_embeds) == 2
+    # the first cut leaves its model call running (the batcher serves whoever still waits),
+    # so the second request may be cut while queued behind it: at most two calls, then none
+    assert 1 <= len(recall_embeds) <= 2
 
 
 async def test_upstream_breaker_answers_503_fast_then_recovers(start_proxy: StartProxy):

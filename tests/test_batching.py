@@ -1,0 +1,120 @@
+"""Query embeddings under load (issue 16, section 3): concurrent recalls share one model call
+(``memory.batching.BatchingEmbedder``) and a repeated query is not embedded again
+(``CachingEmbedder``)."""
+
+from __future__ import annotations
+
+import asyncio
+
+import aiohttp
+import numpy as np
+import pytest
+
+from memory.batching import BatchingEmbedder, CachingEmbedder
+from memory.embedders import Vectors
+from memory.errors import EmbedderError
+from testing.fake_upstream import FakeOllama, embed_text
+from tests.conftest import StartProxy
+
+
+class SlowEmbedder:
+    """The fake's hashed vectors, each call taking ``delay_s``; records every call's texts."""
+
+    name = "slow"
+
+    def __init__(self, delay_s: float = 0.05, fail: bool = False) -> None:
+        self.delay_s = delay_s
+        self.fail = fail
+        self.calls: list[list[str]] = []
+
+    async def embed(self, texts: list[str]) -> Vectors:
+        self.calls.append(list(texts))
+        await asyncio.sleep(self.delay_s)
+        if self.fail:
+            raise EmbedderError("model crashed")
+        return np.array([embed_text(t) for t in texts], dtype=np.float32).reshape(len(texts), -1)
+
+    async def aclose(self) -> None:
+        pass
+
+
+async def test_concurrent_callers_share_model_calls_and_get_their_own_rows():
+    inner = SlowEmbedder()
+    batcher = BatchingEmbedder(inner, max_batch=64)
+    texts = [f"question number {i}" for i in range(20)]
+    results = await asyncio.gather(*(batcher.embed([t]) for t in texts))
+    assert len(inner.calls) <= 2  # 20 callers, at most the first alone and then the rest
+    assert sum(len(c) for c in inner.calls) == 20
+    for text, rows in zip(texts, results, strict=True):
+        assert rows.shape[0] == 1
+        assert np.allclose(rows[0], embed_text(text), atol=1e-6)
+
+
+async def test_batches_respect_max_batch_and_a_failure_reaches_every_caller():
+    inner = SlowEmbedder()
+    batcher = BatchingEmbedder(inner, max_batch=4)
+    await asyncio.gather(*(batcher.embed([f"t{i}"]) for i in range(10)))
+    assert max(len(c) for c in inner.calls) <= 4
+    failing = BatchingEmbedder(SlowEmbedder(fail=True))
+    outcomes = await asyncio.gather(
+        *(failing.embed([f"t{i}"]) for i in range(3)), return_exceptions=True
+    )
+    assert all(isinstance(o, EmbedderError) for o in outcomes)
+
+
+async def test_a_caller_that_gives_up_does_not_break_the_others():
+    inner = SlowEmbedder(delay_s=0.2)
+    batcher = BatchingEmbedder(inner)
+    first = asyncio.create_task(batcher.embed(["running"]))
+    await asyncio.sleep(0.05)  # the first call is at the model
+    quitter = asyncio.create_task(batcher.embed(["gives up"]))
+    stayer = asyncio.create_task(batcher.embed(["stays"]))
+    await asyncio.sleep(0)
+    quitter.cancel()
+    assert (await first).shape[0] == 1 and (await stayer).shape[0] == 1
+    assert ["gives up"] not in inner.calls and ["stays"] in inner.calls
+    with pytest.raises(asyncio.CancelledError):
+        await quitter
+    await batcher.aclose()
+
+
+async def test_repeated_queries_are_served_from_the_lru():
+    inner = SlowEmbedder(delay_s=0)
+    cache = CachingEmbedder(inner, max_entries=2)
+    a = await cache.embed(["a", "b"])
+    again = await cache.embed(["b", "a", "b"])
+    assert inner.calls == [["a", "b"]] and np.allclose(again[1], a[0])
+    await cache.embed(["c"])  # evicts the least recently used: "a" ("b" was used after it)
+    await cache.embed(["b"])
+    assert inner.calls[-1] == ["c"] and (cache.hits, cache.misses) == (4, 3)
+    await cache.embed(["a"])
+    assert inner.calls[-1] == ["a"]
+
+
+async def test_concurrent_chats_through_the_proxy_share_query_embeddings(
+    start_proxy: StartProxy, fake: FakeOllama
+):
+    # a budget floor above the model's 0.1 s, so waiting behind a batch is not a failure
+    proxy = await start_proxy(resilience={"min_budget_ms": 2000})
+    await proxy.ollama("alice").chat(
+        model="m", messages=[{"role": "user", "content": "My cat is called Miso"}]
+    )
+    await proxy.flush()
+    fake.embed_delay_s = 0.1  # a model call long enough for the others to queue behind it
+    fake.requests.clear()
+    body = {"model": "m", "stream": False}
+    async with aiohttp.ClientSession() as http:
+
+        async def ask(i: int) -> str:
+            question = {"role": "user", "content": f"What is my cat called? ({i})"}
+            headers = {"X-Memory-User": "alice"}
+            async with http.post(
+                f"{proxy.url}/api/chat", json={**body, "messages": [question]}, headers=headers
+            ) as r:
+                assert r.status == 200
+                return r.headers["X-Memory-Status"]
+
+        statuses = await asyncio.gather(*(ask(i) for i in range(16)))
+    assert statuses.count("injected") == 16  # recall served on every request
+    query_calls = [c for c in fake.calls("/api/embed") if "What is my cat" in c.body.decode()]
+    assert len(query_calls) < 16 / 2
