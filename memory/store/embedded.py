@@ -49,4 +49,8 @@ def persistent_client(path: Path, capacity: int) -> Any:
     if isinstance(api, RustBindingsAPI):
         api.hnsw_cache_size = capacity  # read by start(), which builds the Rust bindings
     system.start()
+    # register it as PersistentClient would, so a second store on this path (the shared tier,
+    # another service in the process) shares it: two Rust bindings on one directory see each
+    # other's unflushed HNSW segments as "nothing found on disk"
+    SharedSystemClient._identifier_to_system[str(path)] = system
     return Client.from_system(system)
