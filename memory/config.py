@@ -58,11 +58,12 @@ class StoreConfig(Frozen):
     collection_prefix: str = Field(default="slm", pattern=r"^[a-zA-Z0-9][a-zA-Z0-9._-]{0,63}$")
     """Prefix of the per-user collection names."""
     cache_collections: int = Field(default=64, ge=1)
-    """Most users whose Chroma collection handles (and, with the embedded store, Chroma's
-    in-memory HNSW index: about 2.6 MB each, even for one memory) are kept open at once, least
-    recently used closed first (reopened from disk at the next use). Chroma's own embedded
-    default keeps every collection it has opened (:mod:`memory.store.embedded`). Recall of a
-    user whose index is loaded does not touch Chroma; writes and first recalls do."""
+    """Most users whose Chroma collection handles are kept, least recently used dropped first
+    (looked up again at the next use). This bounds the proxy's handles only: the embedded store
+    (chromadb's ``PersistentClient``) keeps the HNSW index of every collection it has opened in
+    memory, about 2.6 MB each, for the life of the process, because shrinking chromadb's pool
+    made it fail to reopen evicted indexes; with many users, run ``chroma run`` and set ``url``.
+    Recall of a user whose index is loaded does not touch Chroma; writes and first recalls do."""
 
 
 class EmbedderConfig(Frozen):

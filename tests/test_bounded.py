@@ -1,6 +1,6 @@
 """Bounded memory: the users' in-memory indexes are an LRU by bytes (``memory.index_cache_mb``),
 an evicted user is rebuilt from the store at the next recall (which asks the store meanwhile),
-and the embedded store keeps at most ``store.cache_collections`` Chroma HNSW indexes open."""
+and the store keeps at most ``store.cache_collections`` Chroma collection handles."""
 
 from __future__ import annotations
 
@@ -95,14 +95,10 @@ async def test_an_index_larger_than_the_bound_is_still_held_alone(tmp_path: Path
         await store.close()
 
 
-async def test_embedded_store_bounds_chroma_pool_and_reopens_evicted_collections(
-    tmp_path: Path,
-):
+async def test_store_bounds_its_collection_handles_and_reopens_dropped_ones(tmp_path: Path):
     users = [f"user{i}" for i in range(5)]
     store = await seeded_store(tmp_path, users)
     try:
-        # the capacity chromadb's Rust bindings were built with (chromadb's own attribute)
-        assert store._client._server.hnsw_cache_size == 2
         assert len(store._collections) == 2
         for u, user in enumerate(users):  # all but two were evicted from both caches
             (best,) = await store.query(user, unit(float(u), 2.0, 1.0), 1)

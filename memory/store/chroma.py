@@ -235,10 +235,12 @@ class ChromaStore:
                 ssl=parts.scheme == "https",
                 settings=settings,
             )
-        from memory.store.embedded import persistent_client
-
         self._config.path.mkdir(parents=True, exist_ok=True)
-        return persistent_client(self._config.path, self._config.cache_collections)
+        # chromadb's own pool of open HNSW indexes, left at its size: shrinking it
+        # (``RustBindingsAPI.hnsw_cache_size``) made chroma evict indexes it then failed to
+        # reopen ("Error creating hnsw segment reader: Nothing found on disk"; 8 of 12 runs of
+        # tests/test_shared_tier.py at a capacity of 64, 0 of 8 at chroma's default)
+        return chromadb.PersistentClient(path=str(self._config.path), settings=settings)
 
     async def open(self) -> None:
         """Connect to the server or open the directory; raises StoreError."""
