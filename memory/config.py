@@ -99,8 +99,11 @@ class ResilienceConfig(Frozen):
     """Ceiling of one embedding call."""
     store_timeout_ms: float = Field(default=3000, gt=0)
     """Ceiling of one store call."""
-    min_budget_ms: float = Field(default=50, gt=0)
-    """Floor of the adaptive budget of latency-critical (recall) calls."""
+    min_budget_ms: float = Field(default=250, gt=0)
+    """Floor of the adaptive budget of latency-critical (recall) calls. 250 ms: a query
+    embedding on a CPU model (MiniLM in process, nomic-embed-text in Ollama) takes tens of
+    milliseconds alone but one in a thousand took over 50 ms on an idle machine
+    (``scripts/bench_locomo.py``), and a busy one waits for the batch ahead of it."""
 
 
 class KnobRange(Frozen):
@@ -226,6 +229,11 @@ class MemoryConfig(Frozen):
     write_delay_ms: float = Field(default=100, ge=0)
     """Write-behind window: the writer waits this long after new exchanges arrive, so the answer
     finishes first and several exchanges share one embedding call (they are already durable)."""
+    write_batch_max: int = Field(default=256, ge=1)
+    """Most exchanges the writer takes in one batch (one scoring call, one embedding call, one
+    store call per user). It takes 32 at a time, or the whole backlog up to this many when more
+    wait: a CPU model embeds a batch of 256 for much less than 8 batches of 32, so a writer
+    that fell behind under load catches up instead of staying behind."""
     retry_base_s: float = Field(default=0.5, gt=0)
     """First back-off after a failed write-back; doubles per attempt up to ``retry_max_s``."""
     retry_max_s: float = Field(default=60.0, gt=0)

@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 
 import aiohttp
 import numpy as np
@@ -13,6 +14,7 @@ import pytest
 from memory.batching import BatchingEmbedder, CachingEmbedder
 from memory.embedders import Vectors
 from memory.errors import EmbedderError
+from memory.types import Exchange, Scope
 from testing.fake_upstream import FakeOllama, embed_text
 from tests.conftest import StartProxy
 
@@ -118,3 +120,32 @@ async def test_concurrent_chats_through_the_proxy_share_query_embeddings(
     assert statuses.count("injected") == 16  # recall served on every request
     query_calls = [c for c in fake.calls("/api/embed") if "What is my cat" in c.body.decode()]
     assert len(query_calls) < 16 / 2
+
+
+def backlog_exchange(i: int) -> Exchange:
+    now = time.time()
+    return Exchange(
+        Scope(f"user{i % 3}", "s"),
+        "/api/chat",
+        "m",
+        f"Backlog note {i}: my locker number is {i * 37 % 1000}.",
+        f"Noted: locker {i * 37 % 1000}.",
+        started_at=now,
+        finished_at=now,
+    )
+
+
+@pytest.mark.parametrize(("batch_max", "largest"), [(256, 60), (16, 16)])
+async def test_writer_takes_the_backlog_in_one_batch_up_to_its_bound(
+    start_proxy: StartProxy, fake: FakeOllama, batch_max: int, largest: int
+):
+    proxy = await start_proxy(memory={"write_batch_max": batch_max})
+    before = len(fake.calls("/api/embed"))
+    for i in range(60):  # all queued before the writer's next turn: a backlog of 60
+        assert proxy.memory.observe(backlog_exchange(i))
+    await proxy.flush()
+    sizes = [len(c.json()["input"]) for c in fake.calls("/api/embed")[before:]]
+    # one embedding call for the whole backlog (the default bound), never more than the bound;
+    # a fixed batch of 32 would make it 32 + 28
+    assert max(sizes) == largest and sum(sizes) == 60
+    assert proxy.memory.stats.written == 60
