@@ -10,7 +10,7 @@ pause for ``--seconds``, each with a new sentence. A request is *served* when it
 ``X-Memory-Status`` is ``injected`` or ``none`` (recall ran) and *skipped* when it is
 ``skipped`` (recall failed open: the embedder or store was too slow, or its breaker open).
 When the load stops, the writer's backlog (``/healthz`` ``writer.pending``) is polled until it
-is empty: the drain time.
+is empty (at most 120 s): the drain time.
 
     python scripts/bench_load.py [--clients 1,8,64] [--seconds 20]
 
@@ -148,7 +148,7 @@ async def one_level(clients: int, seconds: float, fake: FakeOllama) -> Run:
                 await asyncio.gather(*tasks)
                 stopped = time.perf_counter()
                 run.pending_at_stop = await pending(http, url)
-                for _ in range(1500):  # a poll of the proxy, not an event of ours: 300 s at most
+                for _ in range(600):  # a poll of the proxy, not an event of ours: 120 s at most
                     if not await pending(http, url):
                         break
                     await asyncio.sleep(0.2)
@@ -171,17 +171,19 @@ def ms_at(run: Run, q: float) -> float:
 async def main(args: argparse.Namespace) -> None:
     fake = FakeOllama()
     await fake.start()
-    runs = [await one_level(c, args.seconds, fake) for c in args.clients]
-    base = runs[0]
-    for run in runs:
+    runs: list[Run] = []
+    for clients in args.clients:  # printed as each level ends: a long run shows its progress
+        run = await one_level(clients, args.seconds, fake)
+        runs.append(run)
+        base = runs[0]
         print(
             f"clients={run.clients:3d} requests={run.requests:6d} errors={run.errors} "
             f"served={run.served:.3f} statuses={dict(run.statuses)} "
             f"p50_ms={ms_at(run, 50):7.1f} p99_ms={ms_at(run, 99):7.1f} "
             f"p50_vs_{base.clients}={ms_at(run, 50) / ms_at(base, 50):5.2f}x "
             f"backlog_at_stop={run.pending_at_stop} drain_s={run.drain_s:.2f} "
-            f"breaker_trips={run.trips} written={run.writer.get('written')} "
-            f"writer={run.writer}"
+            f"breaker_trips={run.trips} written={run.writer.get('written')}",
+            flush=True,
         )
     if args.log:
         for run in runs:
