@@ -231,9 +231,9 @@ class MemoryConfig(Frozen):
     finishes first and several exchanges share one embedding call (they are already durable)."""
     write_batch_max: int = Field(default=256, ge=1)
     """Most exchanges the writer takes in one batch (one scoring call, one embedding call, one
-    store call per user). It takes 32 at a time, or the whole backlog up to this many when more
-    wait: a CPU model embeds a batch of 256 for much less than 8 batches of 32, so a writer
-    that fell behind under load catches up instead of staying behind."""
+    store call per user): everything due, up to this many. While it keeps up a batch is what
+    arrived in one write-behind window; under a backlog it is large, because a CPU model embeds
+    a batch of 256 for much less than 8 batches of 32, so a writer that fell behind catches up."""
     retry_base_s: float = Field(default=0.5, gt=0)
     """First back-off after a failed write-back; doubles per attempt up to ``retry_max_s``."""
     retry_max_s: float = Field(default=60.0, gt=0)

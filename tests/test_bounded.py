@@ -100,7 +100,7 @@ async def test_store_bounds_its_collection_handles_and_reopens_dropped_ones(tmp_
     store = await seeded_store(tmp_path, users)
     try:
         assert len(store._collections) == 2
-        for u, user in enumerate(users):  # all but two were evicted from both caches
+        for u, user in enumerate(users):  # all but two handles were dropped
             (best,) = await store.query(user, unit(float(u), 2.0, 1.0), 1)
             assert best.id == f"{user}-2"
     finally:

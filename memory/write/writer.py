@@ -32,8 +32,6 @@ log = logging.getLogger(__name__)
 
 POLL_S = 0.01
 """How often ``flush`` looks at the outbox."""
-BATCH = 32
-"""Rows per batch while the writer keeps up (what one wake-up usually finds is fewer)."""
 
 
 def backoff_s(attempts: int, base_s: float, max_s: float) -> float:
@@ -114,15 +112,9 @@ class Writer:
         finally:
             self._urgent = False
 
-    def batch_size(self) -> int:
-        """Rows to take next: :data:`BATCH`, or the backlog up to ``memory.write_batch_max``
-        when more are waiting (large batches under backlog, small ones when keeping up)."""
-        backlog = self.outbox.count()
-        return max(1, min(self.config.write_batch_max, max(BATCH, backlog)))
-
     async def _drain(self) -> None:
         while True:
-            rows = self.outbox.due(time.time(), self.batch_size())
+            rows = self.outbox.due(time.time(), self.config.write_batch_max)
             if rows:
                 await self.write_rows(rows)
             else:
