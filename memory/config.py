@@ -234,6 +234,10 @@ class MemoryConfig(Frozen):
     store call per user): everything due, up to this many. While it keeps up a batch is what
     arrived in one write-behind window; under a backlog it is large, because a CPU model embeds
     a batch of 256 for much less than 8 batches of 32, so a writer that fell behind catches up."""
+    write_chunk: int = Field(default=8, ge=1)
+    """Exchanges per model call of the writer (embedding and scoring). Model calls take turns
+    with recall's query embeddings (:mod:`memory.lane`), so a recall waits for at most one
+    chunk: 8 exchanges is about 150 ms of MiniLM on two CPU cores (``scripts/bench_load.py``)."""
     retry_base_s: float = Field(default=0.5, gt=0)
     """First back-off after a failed write-back; doubles per attempt up to ``retry_max_s``."""
     retry_max_s: float = Field(default=60.0, gt=0)

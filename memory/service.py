@@ -29,9 +29,10 @@ from memory.config import (
     SymbiosisConfig,
     default_outbox_path,
 )
-from memory.embedders import Embedder, make_embedder
+from memory.embedders import Embedder, SentenceTransformerEmbedder, make_embedder
 from memory.errors import EmbedderError, MemoryLayerError, StoreError
 from memory.guarded import GuardedEmbedder, GuardedStore
+from memory.lane import LaneEmbedder, ModelLane
 from memory.metabolism.cycle import SleepCycle
 from memory.metabolism.resonance import Resonance
 from memory.metabolism.sleep import CycleReport
@@ -99,10 +100,18 @@ class MemoryService:
         """The optional LLM judge (``symbiosis.judge_model``), run in the background."""
         self.stats = WriteStats()
         self.breakers = self._breakers(self.resilience)
-        self.query_embedder = CachingEmbedder(BatchingEmbedder(embedder))
+        self.lane = ModelLane()
+        """One model call at a time, recall first (:mod:`memory.lane`); the scorer's encoder
+        joins it when the embedder runs in this process too (it shares the CPU)."""
+        self.query_embedder = CachingEmbedder(
+            BatchingEmbedder(LaneEmbedder(embedder, self.lane, "recall"))
+        )
         """The recall path's embedder: concurrent queries share one model call, repeated ones
         are not embedded again (``memory.batching``)."""
         self.scores = ScoreKeeper(self.symbiosis, score_log, scorer)
+        self.scores.chunk = config.write_chunk
+        if isinstance(embedder, SentenceTransformerEmbedder):
+            self.scores.lane = self.lane
         self.cache, self.feed = self._index_cache(store, config)
         self.shared = SharedTier(store) if self.sharing else None
         self.access = AccessStats(self._write_store(), self.cache.loaded)
@@ -151,9 +160,11 @@ class MemoryService:
         )
 
     def _writer(self) -> Writer:
-        embedder = GuardedEmbedder(
+        # The budget is per chunk: time spent waiting for the lane is not the embedder's.
+        guarded = GuardedEmbedder(
             self.embedder, self.breakers["embedder"], self.resilience.embed_timeout_ms, False
         )
+        embedder = LaneEmbedder(guarded, self.lane, "write", self.config.write_chunk)
         return Writer(
             self.outbox,
             self.config,
@@ -430,7 +441,8 @@ class MemoryService:
         except StoreError as exc:
             report["store"] = {"ok": False, "error": str(exc)}
         try:
-            dim = int((await self.embedder.embed(["health probe"])).shape[1])
+            probe = LaneEmbedder(self.embedder, self.lane, "recall")
+            dim = int((await probe.embed(["health probe"])).shape[1])
             report["embedder"] = {"ok": True, "name": self.embedder.name, "dim": dim}
         except EmbedderError as exc:
             report["embedder"] = {"ok": False, "name": self.embedder.name, "error": str(exc)}

@@ -135,17 +135,20 @@ def backlog_exchange(i: int) -> Exchange:
     )
 
 
-@pytest.mark.parametrize(("batch_max", "largest"), [(256, 60), (16, 16)])
+@pytest.mark.parametrize(
+    ("batch_max", "chunk", "largest"), [(256, 1000, 60), (16, 1000, 16), (256, 8, 8)]
+)
 async def test_writer_takes_the_backlog_in_one_batch_up_to_its_bound(
-    start_proxy: StartProxy, fake: FakeOllama, batch_max: int, largest: int
+    start_proxy: StartProxy, fake: FakeOllama, batch_max: int, chunk: int, largest: int
 ):
-    proxy = await start_proxy(memory={"write_batch_max": batch_max})
+    proxy = await start_proxy(memory={"write_batch_max": batch_max, "write_chunk": chunk})
     before = len(fake.calls("/api/embed"))
     for i in range(60):  # all queued before the writer's next turn: a backlog of 60
         assert proxy.memory.observe(backlog_exchange(i))
     await proxy.flush()
     sizes = [len(c.json()["input"]) for c in fake.calls("/api/embed")[before:]]
-    # one embedding call for the whole backlog (the default bound), never more than the bound;
-    # a fixed batch of 32 would make it 32 + 28
+    # one embedding call for the whole backlog (a large bound), never more than the bound;
+    # a fixed batch of 32 would make it 32 + 28; the model calls are cut into ``write_chunk``
+    # texts so that recall can go between them (memory.lane)
     assert max(sizes) == largest and sum(sizes) == 60
     assert proxy.memory.stats.written == 60

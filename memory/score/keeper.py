@@ -9,6 +9,7 @@ from typing import Any
 
 from memory.config import SymbiosisConfig
 from memory.errors import StoreError
+from memory.lane import ModelLane
 from memory.score.symbiosis import Score, Scorer, Turn, make_scorer
 from memory.store.score_log import ScoreLog
 from memory.types import Exchange
@@ -27,6 +28,10 @@ class ScoreKeeper:
         self.score_log = score_log
         self.scorer = scorer
         """Built by :meth:`load` when none was given."""
+        self.lane: ModelLane | None = None
+        """The model lane the scorer's encoder shares with a local embedder (set by the
+        service); scoring then holds it as write work, ``chunk`` exchanges at a time."""
+        self.chunk = 8
 
     @property
     def threshold(self) -> float:
@@ -50,8 +55,14 @@ class ScoreKeeper:
         if self.scorer is None or not self.symbiosis.enabled:
             return [None] * len(exchanges)
         turns = [Turn(e.user_text, e.reply, None, e.metrics) for e in exchanges]
-        scores = await asyncio.to_thread(self.scorer.score, turns)
-        return list(scores)
+        if self.lane is None:
+            return list(await asyncio.to_thread(self.scorer.score, turns))
+        scores: list[Score | None] = []
+        for start in range(0, len(turns), self.chunk):
+            async with self.lane.turn("write"):
+                part = turns[start : start + self.chunk]
+                scores.extend(await asyncio.to_thread(self.scorer.score, part))
+        return scores
 
     def log_scores(self, entries: list[tuple[Exchange, str | None, Score | None]]) -> None:
         """Append scores to the tamper-evident log (``(exchange, memory id or None when gated,

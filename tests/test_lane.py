@@ -1,0 +1,111 @@
+"""The model lane (issue 16, section 3): one model call at a time, recall's query embeddings
+before the writer's chunks but never starving them, and a recall that times out behind busy
+work does not trip the embedder's breaker."""
+
+from __future__ import annotations
+
+import asyncio
+
+import numpy as np
+import pytest
+
+from memory.guarded import GuardedEmbedder
+from memory.lane import LaneEmbedder, ModelLane
+from memory.resilience import CircuitBreaker
+from testing.fake_upstream import embed_text
+from tests.test_batching import SlowEmbedder
+
+
+class OneAtATime(SlowEmbedder):
+    """A SlowEmbedder that records how many calls overlap (a shared CPU model must not)."""
+
+    def __init__(self, delay_s: float = 0.02) -> None:
+        super().__init__(delay_s)
+        self.running = 0
+        self.overlap = 0
+
+    async def embed(self, texts: list[str]):  # type: ignore[no-untyped-def]
+        self.running += 1
+        self.overlap = max(self.overlap, self.running)
+        try:
+            return await super().embed(texts)
+        finally:
+            self.running -= 1
+
+
+async def test_write_work_is_chunked_and_recall_goes_between_its_chunks():
+    inner = OneAtATime()
+    lane = ModelLane(recall_burst=1)
+    writes = LaneEmbedder(inner, lane, "write", chunk=4)
+    recalls = LaneEmbedder(inner, lane, "recall")
+    texts = [f"memory {i}" for i in range(16)]
+    write = asyncio.create_task(writes.embed(texts))
+    await asyncio.sleep(0.005)  # the first chunk is running
+    rows = await recalls.embed(["what did I say?"])
+    assert not write.done()  # the recall did not wait for all 16 texts
+    vectors = await write
+    assert inner.overlap == 1
+    assert [len(c) for c in inner.calls] == [4, 1, 4, 4, 4]
+    assert np.allclose(vectors, np.array([embed_text(t) for t in texts]), atol=1e-6)
+    assert np.allclose(rows[0], embed_text("what did I say?"), atol=1e-6)
+
+
+async def test_recall_first_but_a_write_gets_a_turn_after_the_burst():
+    inner = OneAtATime()
+    lane = ModelLane(recall_burst=2)
+    order: list[str] = []
+
+    async def call(kind: str, label: str) -> None:
+        async with lane.turn(kind):  # type: ignore[arg-type]
+            order.append(label)
+            await asyncio.sleep(0.01)
+
+    holder = asyncio.create_task(call("write", "w0"))
+    await asyncio.sleep(0)
+    tasks = [asyncio.create_task(call("write", f"w{i}")) for i in (1, 2)]
+    tasks += [asyncio.create_task(call("recall", f"r{i}")) for i in range(5)]
+    await asyncio.gather(holder, *tasks)
+    assert order == ["w0", "r0", "r1", "w1", "r2", "r3", "w2", "r4"]
+    assert lane.granted == {"recall": 5, "write": 3}
+    assert not lane.busy
+
+
+async def test_a_cancelled_waiter_leaves_the_lane_usable():
+    lane = ModelLane()
+    started = asyncio.Event()
+
+    async def hold() -> None:
+        async with lane.turn("write"):
+            started.set()
+            await asyncio.sleep(0.05)
+
+    holder = asyncio.create_task(hold())
+    await started.wait()
+    with pytest.raises(TimeoutError):
+        async with asyncio.timeout(0.01):
+            async with lane.turn("recall"):
+                pass
+    await holder
+    async with asyncio.timeout(1):
+        async with lane.turn("recall"):
+            assert lane.busy
+    assert not lane.busy
+
+
+async def test_a_recall_timing_out_behind_busy_work_is_not_a_breaker_failure():
+    inner = SlowEmbedder(delay_s=0.1)
+    lane = ModelLane()
+    breaker = CircuitBreaker("embedder", 1, 10.0, 120)
+    writes = LaneEmbedder(GuardedEmbedder(inner, breaker, 5000, False), lane, "write", chunk=1)
+    recall = GuardedEmbedder(LaneEmbedder(inner, lane, "recall"), breaker, 120, True)
+    write = asyncio.create_task(writes.embed(["a", "b", "c"]))
+    await asyncio.sleep(0.05)  # chunk "a" runs until 0.1 s
+    with pytest.raises(Exception, match="budget"):
+        await recall.embed(["question"])  # its turn at 0.1 s, its call ends at 0.2 s: too late
+    assert breaker.state == "closed" and breaker.busy == 1
+    await write
+    # A dependency that answers nobody during the wait is a failure: threshold 1 opens it.
+    stuck = GuardedEmbedder(SlowEmbedder(delay_s=1.0), breaker, 120, False)
+    with pytest.raises(Exception, match="budget"):
+        await stuck.embed(["x"])
+    assert breaker.state == "open"
