@@ -235,7 +235,8 @@ class MemoryConfig(Frozen):
     arrived in one write-behind window; under a backlog it is large, because a CPU model embeds
     a batch of 256 for much less than 8 batches of 32, so a writer that fell behind catches up."""
     write_chunk: int = Field(default=8, ge=1)
-    """Exchanges per model call of the writer (embedding and scoring). Model calls take turns
+    """Texts per model call of the writer (memories to embed; the scorer, which encodes request
+    and reply, takes half as many exchanges). Model calls take turns
     with recall's query embeddings (:mod:`memory.lane`), so a recall waits for at most one
     chunk: 8 exchanges is about 150 ms of MiniLM on two CPU cores (``scripts/bench_load.py``)."""
     retry_base_s: float = Field(default=0.5, gt=0)

@@ -7,10 +7,7 @@ It!", the Circuit Breaker pattern). A call slower than its budget is a failure: 
 the configured ceiling, tightened on latency-critical calls to ``srtt + 4 * rttvar`` from an EWMA
 of past latencies, the retransmission-timeout estimator of RFC 6298 (alpha 1/8, beta 1/4), but
 never below ``min_budget_ms``. A dependency that turns slow therefore trips the breaker early
-instead of eating the whole request budget. A call that ran out of budget while the dependency
-kept answering (another call succeeded during its wait) found it *busy*, not failing: it
-waited behind other work, e.g. in the model lane of :mod:`memory.lane`. The caller gets its
-TimeoutError; the breaker counts nothing.
+instead of eating the whole request budget.
 """
 
 from __future__ import annotations
@@ -83,10 +80,6 @@ class CircuitBreaker:
         self.failures = 0
         self.opened_at: float | None = None
         self.trips = 0
-        self.last_success: float | None = None
-        """``time.perf_counter()`` when a call last worked."""
-        self.busy = 0
-        """Calls that ran out of budget while the dependency was answering others."""
         self._probe_in_flight = False
         self._clock = clock
 
@@ -121,7 +114,6 @@ class CircuitBreaker:
         if probe:
             self._probe_in_flight = False
         self.latency.observe(ms)
-        self.last_success = time.perf_counter()
         self.failures = 0
         self.opened_at = None
 
@@ -142,8 +134,7 @@ class CircuitBreaker:
 
         Raises:
             BreakerOpenError: the breaker is open (``fn`` was not called).
-            TimeoutError: the call exceeded its budget (a failure, unless the dependency was
-                busy: see the module docstring).
+            TimeoutError: the call exceeded its budget (counted as a failure).
             Exception: whatever ``fn`` raised (counted as a failure).
         """
         probe = self.admit()
@@ -157,12 +148,6 @@ class CircuitBreaker:
         except asyncio.CancelledError:
             self.release(probe)
             raise
-        except TimeoutError:
-            if self.last_success is not None and self.last_success > started and not probe:
-                self.busy += 1
-            else:
-                self.failure(probe)
-            raise
         except BaseException:
             self.failure(probe)
             raise
@@ -175,6 +160,5 @@ class CircuitBreaker:
             "state": self.state,
             "consecutive_failures": self.failures,
             "trips": self.trips,
-            "busy": self.busy,
             "latency_ms": None if self.latency.srtt_ms is None else round(self.latency.srtt_ms, 2),
         }

@@ -103,13 +103,23 @@ class MemoryService:
         self.lane = ModelLane()
         """One model call at a time, recall first (:mod:`memory.lane`); the scorer's encoder
         joins it when the embedder runs in this process too (it shares the CPU)."""
+        # The breaker judges model calls, not callers: N recalls sharing a batch that times out
+        # are one failure, and time spent queued for the lane is not the embedder's. A caller's
+        # own wait is bounded by ``memory.timeout_ms`` (proxy.chat).
+        guarded = GuardedEmbedder(
+            embedder,
+            self.breakers["embedder"],
+            min(self.resilience.embed_timeout_ms, config.timeout_ms),
+            True,
+        )
         self.query_embedder = CachingEmbedder(
-            BatchingEmbedder(LaneEmbedder(embedder, self.lane, "recall"))
+            BatchingEmbedder(LaneEmbedder(guarded, self.lane, "recall"))
         )
         """The recall path's embedder: concurrent queries share one model call, repeated ones
-        are not embedded again (``memory.batching``)."""
+        are not embedded again (``memory.batching``), each model call through the embedder's
+        breaker within an adaptive budget."""
         self.scores = ScoreKeeper(self.symbiosis, score_log, scorer)
-        self.scores.chunk = config.write_chunk
+        self.scores.chunk = max(1, config.write_chunk // 2)  # it encodes two texts per exchange
         if isinstance(embedder, SentenceTransformerEmbedder):
             self.scores.lane = self.lane
         self.cache, self.feed = self._index_cache(store, config)
@@ -182,10 +192,9 @@ class MemoryService:
     def _recaller(self) -> Recaller:
         """The recaller over the recall path's guarded embedder and store: the request's
         budget (``memory.timeout_ms``) or less, tightened adaptively."""
-        embed_ms = min(self.resilience.embed_timeout_ms, self.config.timeout_ms)
         store_ms = min(self.resilience.store_timeout_ms, self.config.timeout_ms)
         return Recaller(
-            GuardedEmbedder(self.query_embedder, self.breakers["embedder"], embed_ms, True),
+            self.query_embedder,
             GuardedStore(self.store, self.breakers["store"], store_ms, True),
             self.config,
             self.cache,

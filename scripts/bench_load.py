@@ -187,7 +187,11 @@ async def main(args: argparse.Namespace) -> None:
         )
     if args.log:
         for run in runs:
-            print(f"--- proxy log, clients={run.clients} ---\n{run.log[-args.log :]}")
+            # the head shows how a breaker first tripped, the tail how the run ended
+            head, tail = run.log[: args.log // 2], run.log[-(args.log // 2) :]
+            gap = "\n[...]\n" if len(run.log) > args.log else ""
+            shown = head + gap + tail if gap else run.log
+            print(f"--- proxy log, clients={run.clients} ---\n{shown}")
     print(
         f"served_min={min(r.served for r in runs):.3f} "
         f"drain_max_s={max(r.drain_s for r in runs):.2f}"
@@ -204,6 +208,9 @@ if __name__ == "__main__":
     )
     parser.add_argument("--seconds", type=float, default=20.0, help="load per level")
     parser.add_argument(
-        "--log", type=int, default=0, help="print the last N characters of each proxy's log"
+        "--log",
+        type=int,
+        default=0,
+        help="print N characters of each proxy's log (first and last N/2)",
     )
     asyncio.run(main(parser.parse_args()))

@@ -9,6 +9,8 @@ import asyncio
 import numpy as np
 import pytest
 
+from memory.batching import BatchingEmbedder
+from memory.errors import EmbedderError
 from memory.guarded import GuardedEmbedder
 from memory.lane import LaneEmbedder, ModelLane
 from memory.resilience import CircuitBreaker
@@ -51,7 +53,6 @@ async def test_write_work_is_chunked_and_recall_goes_between_its_chunks():
 
 
 async def test_recall_first_but_a_write_gets_a_turn_after_the_burst():
-    inner = OneAtATime()
     lane = ModelLane(recall_burst=2)
     order: list[str] = []
 
@@ -92,20 +93,28 @@ async def test_a_cancelled_waiter_leaves_the_lane_usable():
     assert not lane.busy
 
 
-async def test_a_recall_timing_out_behind_busy_work_is_not_a_breaker_failure():
+async def test_a_recall_queued_behind_write_chunks_is_not_a_breaker_failure():
+    # The service's composition: the breaker guards each model call inside the lane, so
+    # time spent queued is nobody's failure, and a batch of callers is one call.
     inner = SlowEmbedder(delay_s=0.1)
     lane = ModelLane()
-    breaker = CircuitBreaker("embedder", 1, 10.0, 120)
+    breaker = CircuitBreaker("embedder", 1, 10.0, 150)
     writes = LaneEmbedder(GuardedEmbedder(inner, breaker, 5000, False), lane, "write", chunk=1)
-    recall = GuardedEmbedder(LaneEmbedder(inner, lane, "recall"), breaker, 120, True)
-    write = asyncio.create_task(writes.embed(["a", "b", "c"]))
-    await asyncio.sleep(0.05)  # chunk "a" runs until 0.1 s
-    with pytest.raises(Exception, match="budget"):
-        await recall.embed(["question"])  # its turn at 0.1 s, its call ends at 0.2 s: too late
-    assert breaker.state == "closed" and breaker.busy == 1
-    await write
-    # A dependency that answers nobody during the wait is a failure: threshold 1 opens it.
-    stuck = GuardedEmbedder(SlowEmbedder(delay_s=1.0), breaker, 120, False)
-    with pytest.raises(Exception, match="budget"):
+    recalls = BatchingEmbedder(
+        LaneEmbedder(GuardedEmbedder(inner, breaker, 150, True), lane, "recall")
+    )
+    write = asyncio.create_task(writes.embed(["a", "b", "c", "d"]))
+    await asyncio.sleep(0.05)
+    asked = [asyncio.create_task(recalls.embed([f"question {i}"])) for i in range(8)]
+    with pytest.raises(TimeoutError):
+        async with asyncio.timeout(0.03):  # a caller whose own deadline passes while queued
+            await recalls.embed(["impatient"])
+    await asyncio.gather(write, *asked)
+    assert breaker.state == "closed" and breaker.failures == 0
+    # the 8 recalls and the impatient one: one call, the second turn (the write waits)
+    assert [len(c) for c in inner.calls][:3] == [1, 9, 1]
+    # A model call that overruns its budget is a failure: threshold 1 opens the breaker.
+    stuck = LaneEmbedder(GuardedEmbedder(SlowEmbedder(1.0), breaker, 150, False), lane, "recall")
+    with pytest.raises(EmbedderError, match="budget"):
         await stuck.embed(["x"])
     assert breaker.state == "open"
