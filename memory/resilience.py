@@ -7,7 +7,10 @@ It!", the Circuit Breaker pattern). A call slower than its budget is a failure: 
 the configured ceiling, tightened on latency-critical calls to ``srtt + 4 * rttvar`` from an EWMA
 of past latencies, the retransmission-timeout estimator of RFC 6298 (alpha 1/8, beta 1/4), but
 never below ``min_budget_ms``. A dependency that turns slow therefore trips the breaker early
-instead of eating the whole request budget.
+instead of eating the whole request budget. Each timeout doubles the next budget until a call
+succeeds (RFC 6298 section 5.5, "back off the timer"), so a dependency that is only busy (a CPU
+model under load, its calls queued) is waited for and its new latency learned, while one that
+answers nothing within the ceiling still opens the breaker after ``failure_threshold`` calls.
 """
 
 from __future__ import annotations
@@ -45,9 +48,12 @@ class LatencyBaseline:
 
     srtt_ms: float | None = None
     rttvar_ms: float = 0.0
+    backoff: float = 1.0
+    """Multiplier of the budget: doubled per timeout, reset by the next measured latency."""
 
     def observe(self, ms: float) -> None:
-        """Fold one measured latency in."""
+        """Fold one measured latency in (and end any back-off)."""
+        self.backoff = 1.0
         if self.srtt_ms is None:
             self.srtt_ms, self.rttvar_ms = ms, ms / 2
             return
@@ -55,10 +61,15 @@ class LatencyBaseline:
         self.srtt_ms = (1 - ALPHA) * self.srtt_ms + ALPHA * ms
 
     def budget_ms(self, floor_ms: float, ceiling_ms: float) -> float:
-        """``srtt + K * rttvar`` clamped to ``[floor_ms, ceiling_ms]``; the ceiling if unknown."""
+        """``max(floor_ms, srtt + K * rttvar) * backoff``, at most ``ceiling_ms``; the ceiling
+        if unknown."""
         if self.srtt_ms is None:
             return ceiling_ms
-        return min(ceiling_ms, max(floor_ms, self.srtt_ms + K * self.rttvar_ms))
+        return min(ceiling_ms, max(floor_ms, self.srtt_ms + K * self.rttvar_ms) * self.backoff)
+
+    def timed_out(self) -> None:
+        """A call ran out of its budget: double the next one (RFC 6298 section 5.5)."""
+        self.backoff = min(self.backoff * 2, 1024.0)
 
 
 class CircuitBreaker:
@@ -147,6 +158,10 @@ class CircuitBreaker:
                 result = await fn()
         except asyncio.CancelledError:
             self.release(probe)
+            raise
+        except TimeoutError:
+            self.latency.timed_out()
+            self.failure(probe)
             raise
         except BaseException:
             self.failure(probe)

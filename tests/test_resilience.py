@@ -136,3 +136,34 @@ async def test_upstream_breaker_answers_503_fast_then_recovers(start_proxy: Star
         await asyncio.sleep(0.35)
         async with http.get(f"{proxy.url}/api/tags") as r:  # half-open: the probe goes through
             assert r.status == 502
+
+
+async def test_a_busy_dependency_is_waited_for_and_a_dead_one_still_trips():
+    # RFC 6298 5.5: each timeout doubles the next budget, so a dependency that got slower
+    # (a CPU model under load) is learned instead of tripping; one that never answers trips.
+    breaker = CircuitBreaker("dep", failure_threshold=3, reset_timeout_s=60, min_budget_ms=20)
+    for _ in range(20):
+        await breaker.call(ok, 2000, adaptive=True)
+
+    async def busy() -> str:
+        await asyncio.sleep(0.05)
+        return "late"
+
+    results = []
+    for _ in range(4):
+        try:
+            results.append(await breaker.call(busy, 2000, adaptive=True))
+        except TimeoutError:
+            results.append("cut")
+    assert results[:2] == ["cut", "cut"]  # 20 ms, then 40 ms: too short for 50 ms
+    assert results[2:] == ["late", "late"]  # 80 ms fits; the baseline learns 50 ms
+    assert breaker.state == "closed"
+
+    async def dead() -> str:
+        await asyncio.sleep(10)
+        return "never"
+
+    for _ in range(3):
+        with pytest.raises(TimeoutError):
+            await breaker.call(dead, 300, adaptive=True)
+    assert breaker.state == "open"
