@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import time
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import asdict
@@ -349,6 +350,24 @@ class MemoryService:
     def pending(self) -> int:
         """Exchanges waiting in the outbox."""
         return self.outbox.count()
+
+    async def backlog_room(self) -> float:
+        """Wait while the outbox holds more than ``memory.max_backlog`` exchanges, at most
+        ``memory.backlog_wait_ms``; returns the seconds waited (0.0 when there was room).
+
+        The writer is not stopped meanwhile: an exchange that waits is written like any other.
+        """
+        bound = self.config.max_backlog
+        if bound <= 0 or self.pending <= bound:
+            return 0.0
+        started = time.monotonic()
+        # the writer drains in batches of up to write_batch_max: polling every 50 ms is enough
+        for _ in range(math.ceil(self.config.backlog_wait_ms / 50)):
+            await asyncio.sleep(0.05)
+            if self.pending <= bound:
+                break
+        self.stats.backlog_waits += 1
+        return time.monotonic() - started
 
     async def index_ready(self, user: str) -> None:
         """Wait until the user's in-memory index reflects every memory written so far."""

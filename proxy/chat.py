@@ -90,6 +90,9 @@ async def recall_fail_open(
     """
     memory = request.app[MEMORY]
     timeout_s = request.app[CONFIG].memory.timeout_ms / 1000
+    waited = await memory.backlog_room()  # admission control, outside the recall's budget
+    if waited:
+        log.debug("request waited %.3fs for the writer's backlog", waited)
     recall = memory.recall(scope, query, knobs, in_context, shown)
     try:
         return await asyncio.wait_for(recall, timeout_s)

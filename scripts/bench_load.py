@@ -114,8 +114,9 @@ async def pending(http: aiohttp.ClientSession, url: str) -> int:
         return int((await response.json())["writer"]["pending"])
 
 
-async def one_level(clients: int, seconds: float, fake: FakeOllama) -> Run:
-    """One fresh proxy, ``clients`` concurrent users for ``seconds``, then the drain."""
+async def one_level(clients: int, seconds: float, fake: FakeOllama, max_backlog: int = 0) -> Run:
+    """One fresh proxy, ``clients`` concurrent users for ``seconds``, then the drain
+    (``max_backlog``: the proxy's ``memory.max_backlog``, 0 for none)."""
     run = Run(clients)
     with tempfile.TemporaryDirectory(prefix="bench-load-") as tmp:
         port = free_port()
@@ -126,6 +127,7 @@ async def one_level(clients: int, seconds: float, fake: FakeOllama) -> Run:
             f"store:\n  path: {Path(tmp) / 'chroma'}\n"
             "embedder:\n  kind: sentence-transformers\n"
             f"memory:\n  outbox_path: {Path(tmp) / 'outbox.sqlite3'}\n"
+            f"  max_backlog: {max_backlog}\n"
             "log_level: WARNING\n"
         )
         proxy = await asyncio.create_subprocess_exec(
@@ -173,7 +175,7 @@ async def main(args: argparse.Namespace) -> None:
     await fake.start()
     runs: list[Run] = []
     for clients in args.clients:  # printed as each level ends: a long run shows its progress
-        run = await one_level(clients, args.seconds, fake)
+        run = await one_level(clients, args.seconds, fake, args.max_backlog)
         runs.append(run)
         base = runs[0]
         print(
@@ -207,6 +209,9 @@ if __name__ == "__main__":
         help="comma-separated concurrency levels, fewest first (the baseline)",
     )
     parser.add_argument("--seconds", type=float, default=20.0, help="load per level")
+    parser.add_argument(
+        "--max-backlog", type=int, default=0, help="the proxy's memory.max_backlog (0: none)"
+    )
     parser.add_argument(
         "--log",
         type=int,

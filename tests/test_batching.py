@@ -152,3 +152,49 @@ async def test_writer_takes_the_backlog_in_one_batch_up_to_its_bound(
     # texts so that recall can go between them (memory.lane)
     assert max(sizes) == largest and sum(sizes) == 60
     assert proxy.memory.stats.written == 60
+
+
+async def test_a_request_waits_for_the_writer_while_the_backlog_is_over_its_bound(
+    start_proxy: StartProxy, fake: FakeOllama
+):
+    proxy = await start_proxy(memory={"max_backlog": 3, "backlog_wait_ms": 5000})
+    fake.embed_delay_s = 0.5  # the writer's model call: the backlog stays until it returns
+    for i in range(10):
+        assert proxy.memory.observe(backlog_exchange(i))
+    assert proxy.memory.pending == 10
+    waited = await proxy.memory.backlog_room()
+    assert 0.2 < waited < 4.5  # until the writer made room, not the whole 5 s
+    assert proxy.memory.pending <= 3
+    assert proxy.memory.stats.backlog_waits == 1
+    assert await proxy.memory.backlog_room() == 0.0  # room: no wait
+
+
+async def test_no_backlog_bound_by_default(start_proxy: StartProxy, fake: FakeOllama):
+    proxy = await start_proxy()
+    fake.embed_delay_s = 1.0
+    for i in range(300):
+        assert proxy.memory.observe(backlog_exchange(i))
+    assert await proxy.memory.backlog_room() == 0.0
+    fake.embed_delay_s = 0.0
+
+
+async def test_the_backlog_wait_is_bounded_and_the_request_is_served(
+    start_proxy: StartProxy, fake: FakeOllama
+):
+    proxy = await start_proxy(memory={"max_backlog": 3, "backlog_wait_ms": 200})
+    fake.embed_delay_s = 3.0  # a writer far behind
+    for i in range(10):
+        assert proxy.memory.observe(backlog_exchange(i))
+    body = {"model": "m", "messages": [{"role": "user", "content": "hi"}], "stream": False}
+    started = time.monotonic()
+    async with aiohttp.ClientSession() as http:
+        async with http.post(f"{proxy.url}/api/chat", json=body) as r:
+            assert r.status == 200
+            assert (await r.json())["message"]["content"]
+    assert time.monotonic() - started >= 0.2
+    assert proxy.memory.stats.backlog_waits == 1
+    fake.embed_delay_s = 0.0
+    await proxy.flush()
+    stats = proxy.memory.stats  # nothing lost: the backlog and the request ("hi" is gated)
+    assert stats.queued == 11 and stats.written + stats.gated == 11
+    assert proxy.memory.pending == 0

@@ -25,3 +25,5 @@ class WriteStats:
     """Judge calls that gave no usable rating (the score stayed as it was)."""
     judge_skipped: int = 0
     """Exchanges not sent to the judge because its queue was full."""
+    backlog_waits: int = 0
+    """Requests that waited for room in the outbox (``memory.max_backlog``)."""
