@@ -37,21 +37,17 @@ class ModelLane:
         self.recall_burst = recall_burst
         self.busy = False
         self.granted: dict[Kind, int] = {"recall": 0, "write": 0}
-        """Turns granted per class (for tests and ``/healthz``)."""
+        """Turns granted per class."""
         self._waiting: dict[Kind, deque[asyncio.Future[None]]] = {
             "recall": deque(),
             "write": deque(),
         }
         self._recalls_in_a_row = 0
 
-    def waiting(self, kind: Kind) -> int:
-        """Callers of ``kind`` queued for the lane."""
-        return sum(1 for f in self._waiting[kind] if not f.done())
-
     @contextlib.asynccontextmanager
     async def turn(self, kind: Kind) -> AsyncIterator[None]:
         """Hold the lane for one model call of ``kind``."""
-        if self.busy or self.waiting("recall") or self.waiting("write"):
+        if self.busy:  # a free lane has no live waiter: _release hands it to the next one
             future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
             self._waiting[kind].append(future)
             try:

@@ -119,10 +119,13 @@ class MemoryService:
         """The recall path's embedder: concurrent queries share one model call, repeated ones
         are not embedded again (``memory.batching``), each model call through the embedder's
         breaker within an adaptive budget."""
-        self.scores = ScoreKeeper(self.symbiosis, score_log, scorer)
-        self.scores.chunk = max(1, config.write_chunk // 2)  # it encodes two texts per exchange
-        if isinstance(embedder, SentenceTransformerEmbedder):
-            self.scores.lane = self.lane
+        self.scores = ScoreKeeper(
+            self.symbiosis,
+            score_log,
+            scorer,
+            self.lane if isinstance(embedder, SentenceTransformerEmbedder) else None,
+            max(1, config.write_chunk // 2),  # it encodes two texts per exchange
+        )
         self.cache, self.feed = self._index_cache(store, config)
         self.shared = SharedTier(store) if self.sharing else None
         self.access = AccessStats(self._write_store(), self.cache.loaded)

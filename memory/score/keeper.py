@@ -22,16 +22,21 @@ class ScoreKeeper:
     tamper-evident score log (optional)."""
 
     def __init__(
-        self, symbiosis: SymbiosisConfig, score_log: ScoreLog | None, scorer: Scorer | None
+        self,
+        symbiosis: SymbiosisConfig,
+        score_log: ScoreLog | None,
+        scorer: Scorer | None,
+        lane: ModelLane | None = None,
+        chunk: int = 4,
     ) -> None:
         self.symbiosis = symbiosis
         self.score_log = score_log
         self.scorer = scorer
         """Built by :meth:`load` when none was given."""
-        self.lane: ModelLane | None = None
-        """The model lane the scorer's encoder shares with a local embedder (set by the
-        service); scoring then holds it as write work, ``chunk`` exchanges at a time."""
-        self.chunk = 8
+        self.lane = lane
+        """The model lane the scorer's encoder shares with a local embedder; scoring then holds
+        it as write work, ``chunk`` exchanges at a time (None: one thread call for all)."""
+        self.chunk = chunk
 
     @property
     def threshold(self) -> float:
