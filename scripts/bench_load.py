@@ -54,11 +54,11 @@ class Run:
     drain_s: float = float("nan")
     pending_at_stop: int = 0
     log: str = ""
+    """The proxy's stderr (WARNING and above)."""
     writer: dict[str, int] = field(default_factory=dict)
     """``/healthz`` ``writer`` after the drain (written, failed attempts, ...)."""
     trips: int = 0
     """Times a breaker opened during the run."""
-    """The proxy's stderr (WARNING and above)."""
 
     @property
     def requests(self) -> int:
