@@ -104,18 +104,7 @@ class MemoryService:
         self.lane = ModelLane()
         """One model call at a time, recall first (:mod:`memory.lane`); the scorer's encoder
         joins it when the embedder runs in this process too (it shares the CPU)."""
-        # The breaker judges model calls, not callers: N recalls sharing a batch that times out
-        # are one failure, and time spent queued for the lane is not the embedder's. A caller's
-        # own wait is bounded by ``memory.timeout_ms`` (proxy.chat).
-        guarded = GuardedEmbedder(
-            embedder,
-            self.breakers["embedder"],
-            min(self.resilience.embed_timeout_ms, config.timeout_ms),
-            True,
-        )
-        self.query_embedder = CachingEmbedder(
-            BatchingEmbedder(LaneEmbedder(guarded, self.lane, "recall"))
-        )
+        self.query_embedder = self._query_embedder()
         """The recall path's embedder: concurrent queries share one model call, repeated ones
         are not embedded again (``memory.batching``), each model call through the embedder's
         breaker within an adaptive budget."""
@@ -172,6 +161,18 @@ class MemoryService:
             self.cache.changed,
             self.stats,
         )
+
+    def _query_embedder(self) -> CachingEmbedder:
+        # The breaker judges model calls, not callers: N recalls sharing a batch that times out
+        # are one failure, and time spent queued for the lane is not the embedder's. A caller's
+        # own wait is bounded by ``memory.timeout_ms`` (proxy.chat).
+        guarded = GuardedEmbedder(
+            self.embedder,
+            self.breakers["embedder"],
+            min(self.resilience.embed_timeout_ms, self.config.timeout_ms),
+            True,
+        )
+        return CachingEmbedder(BatchingEmbedder(LaneEmbedder(guarded, self.lane, "recall")))
 
     def _writer(self) -> Writer:
         # The budget is per chunk: time spent waiting for the lane is not the embedder's.
