@@ -425,7 +425,7 @@ class MemoryService:
         if hit is not None:
             return hit
         index = self.cache.loaded(user)
-        found = [h for h in (index.hits if index else []) if ident in h.record.provenance]
+        found = [h for h in (index.live() if index else []) if ident in h.record.provenance]
         return found[0] if found else None
 
     async def metabolize(

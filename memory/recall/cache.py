@@ -23,7 +23,7 @@ from collections import OrderedDict
 import numpy as np
 
 from memory.errors import MemoryLayerError, StoreError
-from memory.recall.index import IndexChange, UserIndex, apply_changes, unit_rows
+from memory.recall.index import IndexChange, UserIndex, apply_changes, build_index, unit_rows
 from memory.store.chroma import SHARED, Store
 from memory.types import MemoryHit
 
@@ -210,7 +210,7 @@ class IndexCache:
 
 
 def _sized(hits: list[MemoryHit], vectors: np.ndarray | None) -> tuple[UserIndex, int]:
-    index = UserIndex(hits, vectors)
+    index = build_index(hits, vectors)
     return index, index.nbytes()
 
 

@@ -18,7 +18,7 @@ import itertools
 import logging
 import re
 import sys
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 import bm25s
@@ -39,6 +39,13 @@ CONTEXT_WEIGHT = 0.5
 :func:`context_vectors`); chosen on LoCoMo's development conversations (0.3-1.0 within 0.3
 points of recall)."""
 
+
+EXHAUSTIVE_MAX = 20_000
+"""Most memories a user's index scores exhaustively; past it the index becomes a
+:class:`memory.recall.large.LargeIndex` (candidates first). At 20k, exhaustive ranking takes
+about as long as the candidate path and a rebuild on merge well under a second
+(``scripts/bench_index.py`` prints both); LoCoMo's users (a few hundred memories) stay on the
+exhaustive path, so its figures are unchanged."""
 
 _INT_BYTES = sys.getsizeof(10**6)
 """Size of one int object above the small-int cache (a position in :attr:`UserIndex.position`)."""
@@ -132,6 +139,21 @@ def first_names(speakers: Iterable[str]) -> dict[str, str]:
     return {k: v[0] for k, v in seen.items() if len(set(v)) == 1}
 
 
+def metadata_columns(records: Sequence[MemoryRecord]) -> dict[str, np.ndarray]:
+    """The per-memory arrays recall reads from records' metadata, each of shape ``(n,)``:
+    ``strength`` (clipped to [0, 1]), ``event_at`` (Unix seconds, 0 when unknown),
+    ``repulsor``, ``dormant``, ``symbiosis``, ``last_used`` and ``screened``."""
+    return {
+        "strength": np.clip([r.strength for r in records], 0.0, 1.0).astype(np.float64),
+        "event_at": np.array([r.event_time or 0.0 for r in records], dtype=np.float64),
+        "repulsor": np.array([r.repulsor for r in records], dtype=bool),
+        "dormant": np.array([r.dormant for r in records], dtype=bool),
+        "symbiosis": np.array([r.symbiosis for r in records], dtype=np.float64),
+        "last_used": np.array([r.last_used for r in records], dtype=np.float64),
+        "screened": np.array([r.screened for r in records], dtype=bool),
+    }
+
+
 class UserIndex:
     """One user's memories: ``hits`` (records), ``vectors`` and ``context`` (unit, shape
     ``(n, dim)``), ``centroids`` (session means), BM25, session neighbours and speakers.
@@ -175,20 +197,20 @@ class UserIndex:
     def _read_metadata(self) -> None:
         """The per-memory arrays that metadata updates change (everything but the text, the
         vectors, the session order and the speakers)."""
-        records = [h.record for h in self.hits]
-        self.strength = np.clip([r.strength for r in records], 0.0, 1.0).astype(np.float64)
+        columns = metadata_columns([h.record for h in self.hits])
+        self.strength = columns["strength"]
         """``strength`` of each memory in [0, 1] (1 when not set), shape ``(n,)``."""
-        self.event_at = np.array([r.event_time or 0.0 for r in records], dtype=np.float64)
+        self.event_at = columns["event_at"]
         """Event time of each memory (Unix seconds; 0 when unknown), shape ``(n,)``."""
-        self.repulsor = np.array([r.repulsor for r in records], dtype=bool)
+        self.repulsor = columns["repulsor"]
         """Memories scored at or below the symbiosis threshold, shape ``(n,)``."""
-        self.dormant = np.array([r.dormant for r in records], dtype=bool)
+        self.dormant = columns["dormant"]
         """Memories the sleep cycle found dormant (decayed or consolidated), shape ``(n,)``."""
-        self.symbiosis = np.array([r.symbiosis for r in records], dtype=np.float64)
+        self.symbiosis = columns["symbiosis"]
         """Symbiosis score of each memory (0.5 when unscored), shape ``(n,)``."""
-        self.last_used = np.array([r.last_used for r in records], dtype=np.float64)
+        self.last_used = columns["last_used"]
         """When each memory was last said, recalled or reinforced (Unix seconds)."""
-        self.screened = np.array([r.screened for r in records], dtype=bool)
+        self.screened = columns["screened"]
         """Memories in the screened (slow decay) phase, shape ``(n,)``."""
         self.days = active_days(self.event_at)
         """The user's active days (sorted distinct UTC day numbers of event times)."""
@@ -223,6 +245,8 @@ class UserIndex:
             all_vectors = np.vstack([self.vectors[keep], np.asarray(vectors, dtype=np.float32)])
         elif not self.hits and vectors is not None:
             all_vectors = np.asarray(vectors, dtype=np.float32)
+        if all_vectors is not None and len(all_hits) > EXHAUSTIVE_MAX:
+            return _large(all_hits, all_vectors)
         fresh = _tokenize([h.text for h in hits], self._stemmer) if hits else []
         tokens = [self._tokens[i] for i in keep] + list(fresh)
         return UserIndex(all_hits, all_vectors, tokens)
@@ -273,6 +297,24 @@ class UserIndex:
         out.dormant[rows] = True
         return out
 
+    def for_query(self, vector: np.ndarray, lexical: str | None) -> UserIndex:
+        """What the ranking scores for one query (unit ``vector``, shape ``(dim,)``; the
+        lexical view's text, None when lexical scoring is off): this whole index. A
+        :class:`memory.recall.large.LargeIndex` gives its candidates instead."""
+        return self
+
+    def live(self) -> Iterator[MemoryHit]:
+        """The memories held."""
+        return iter(self.hits)
+
+    def nearest(self, unit: np.ndarray) -> tuple[MemoryHit, float, np.ndarray]:
+        """The memory (of a non-empty dense index) nearest to the unit vector ``unit``:
+        ``(record, cosine, its unit vector)``."""
+        assert self.vectors is not None
+        sims = self.vectors @ unit
+        j = int(np.argmax(sims))
+        return self.hits[j], float(sims[j]), self.vectors[j]
+
     def record(self, memory_id: str) -> MemoryHit | None:
         """The indexed record of ``memory_id``, or None."""
         i = self.position.get(memory_id)
@@ -299,6 +341,21 @@ class UserIndex:
         scores = self.lexical_scores(query)
         order = np.argsort(-scores, kind="stable")[: max(0, k)]
         return [self.hits[int(i)] for i in order if scores[i] > 0]
+
+
+def build_index(hits: list[MemoryHit], vectors: Vectors | None) -> UserIndex:
+    """The index of a user's ``hits`` and their ``vectors`` (shape ``(len(hits), dim)``; None
+    when the store returned none): exhaustive up to :data:`EXHAUSTIVE_MAX` memories, a
+    :class:`memory.recall.large.LargeIndex` past it."""
+    if vectors is not None and len(hits) > EXHAUSTIVE_MAX:
+        return _large(hits, vectors)
+    return UserIndex(hits, vectors)
+
+
+def _large(hits: Sequence[MemoryHit], vectors: Vectors) -> UserIndex:
+    from memory.recall.large import LargeIndex  # it builds on this module
+
+    return LargeIndex(hits, vectors)
 
 
 IndexChange = tuple[list[MemoryHit], Vectors] | Mapping[str, Mapping[str, Any]] | frozenset[str]

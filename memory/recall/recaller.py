@@ -130,6 +130,9 @@ class Recaller:
         """Fused dense + lexical ranking on the loaded index, repulsion, near-duplicates out
         (the ranking is a generator: it runs as the block is packed)."""
         caution: str | None = None
+        index = index.for_query(vector, views.lexical if self.weights.lexical > 0 else None)
+        if not len(index):
+            return [], None, None
         scores, eligible, cosine = fused_scores(
             index, vector, views, floor, self._clock(), self.weights, self.metabolism
         )

@@ -83,10 +83,7 @@ def memory_metadata(
 def nearest_in_index(index: UserIndex, unit: np.ndarray) -> tuple[MemoryHit, float, np.ndarray]:
     """The memory of a loaded, non-empty dense ``index`` nearest to the unit vector ``unit``:
     ``(record, cosine, its unit vector)``."""
-    assert index.vectors is not None
-    sims = index.vectors @ unit
-    j = int(np.argmax(sims))
-    return index.hits[j], float(sims[j]), index.vectors[j]
+    return index.nearest(unit)
 
 
 def reinforces(
