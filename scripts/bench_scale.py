@@ -61,26 +61,26 @@ from memory.store.chroma import ChromaStore  # noqa: E402
 from memory.store.outbox import Outbox  # noqa: E402
 from memory.types import Exchange, Scope  # noqa: E402
 from scripts.bench_load import Run, levels, ms_at, sentence  # noqa: E402
-from scripts.bench_users import HashedEmbedder, measure_users  # noqa: E402
+from scripts.bench_users import WARM_UP_USERS, HashedEmbedder, measure_users  # noqa: E402
 from testing.net import free_port  # noqa: E402
 
 BIN = Path(sys.executable).parent
-FULL = {
-    "sizes": [10_000, 100_000, 1_000_000],
-    "users": [1, 1_000, 10_000],
-    "clients": [1, 8, 64],
-    "seconds": 20.0,
-    "queries": 200,
-    "exchanges": 4096,
-}
-QUICK = {
-    "sizes": [2_000, 5_000],
-    "users": [1, 50, 100],
-    "clients": [1, 4],
-    "seconds": 3.0,
-    "queries": 50,
-    "exchanges": 512,
-}
+
+
+@dataclass(frozen=True)
+class Sizes:
+    """What one run measures (the flags of the same names)."""
+
+    sizes: list[int]
+    users: list[int]
+    clients: list[int]
+    seconds: float
+    queries: int
+    exchanges: int
+
+
+FULL = Sizes([10_000, 100_000, 1_000_000], [1, 1_000, 10_000], [1, 8, 64], 20.0, 200, 4096)
+QUICK = Sizes([2_000, 5_000], [1, 50, 100], [1, 4], 3.0, 50, 512)
 PARTS = ["recall", "users", "load", "writer"]
 TEN_K_USERS_LIMIT_S = 15 * 60
 """Beyond this estimate for 10,000 users, the output says so."""
@@ -104,6 +104,11 @@ class Report:
 
     rows: list[tuple[str, str, str]] = field(default_factory=list)
     values: dict[str, str] = field(default_factory=dict)
+    walls: dict[str, list[tuple[float, float]]] = field(default_factory=dict)
+    """Per part, ``(size, wall seconds)`` of each step: what a full run is extrapolated from."""
+
+    def wall(self, part: str, size: float, seconds: float) -> None:
+        self.walls.setdefault(part, []).append((size, seconds))
 
     def row(self, figure: str, at: str, text: str) -> None:
         self.rows.append((figure, at, text))
@@ -169,6 +174,7 @@ async def child(args: list[str]) -> dict[str, Any]:
 async def recall_part(sizes: list[int], queries: int, report: Report) -> None:
     say(f"\n== recall latency, one user, {queries} queries per size (embedding excluded) ==")
     for n in sizes:
+        started = time.perf_counter()
         r = await child(["-c", ONE_SIZE, str(n), str(queries)])
         if "error" in r:
             say(f"memories={n}: not measured: {r['error']}")
@@ -180,6 +186,7 @@ async def recall_part(sizes: list[int], queries: int, report: Report) -> None:
             f"memories={n} p50_ms={r['p50_ms']:.2f} p99_ms={r['p99_ms']:.2f} "
             f"rss_mb={r['rss_mb']:.0f} merge_ms={r['merge_ms']:.2f}{extra}"
         )
+        report.wall("recall", n, time.perf_counter() - started)
         report.row("recall p50 / p99", short(n), f"{r['p50_ms']:.2f} / {r['p99_ms']:.2f} ms")
         report.row("recall RSS, merge", short(n), f"{r['rss_mb']:.0f} MB, {r['merge_ms']:.2f} ms")
         for key in ("p50_ms", "p99_ms", "rss_mb", "merge_ms", "exhaustive_p50_ms"):
@@ -234,48 +241,99 @@ async def heartbeat(url: str, proc: asyncio.subprocess.Process, timeout_s: float
     raise RuntimeError(f"chroma run at {url} gave no heartbeat in {timeout_s:.0f} s")
 
 
+@dataclass
+class UsersSeen:
+    """The users sizes measured so far: what the next size would cost."""
+
+    sizes: list[tuple[int, float]] = field(default_factory=list)
+    """``(users, seconds)`` of each measured size."""
+    mb_per_user: float = 0.0
+    """Largest growth per user seen, of this process or the server (warm-up users included)."""
+
+    def needed_mb(self, n: int) -> float:
+        return self.mb_per_user * (n + WARM_UP_USERS)
+
+    def add(self, n: int, r: dict[str, Any], server_mb: float) -> None:
+        self.sizes.append((n, float(r["seconds"])))
+        grown = max(r["after_mb"] - r["before_mb"], 0 if math.isnan(server_mb) else server_mb)
+        self.mb_per_user = max(self.mb_per_user, grown / (n + WARM_UP_USERS))
+
+
+def available_mb() -> float:
+    """``MemAvailable`` of this machine in MB."""
+    for line in Path("/proc/meminfo").read_text().splitlines():
+        if line.startswith("MemAvailable:"):
+            return int(line.split()[1]) / 1024
+    return math.inf
+
+
 async def users_part(users: list[int], url: str | None, pid: int | None, report: Report) -> None:
     where = f"chroma run server {url}" if url else "embedded store"
     say(f"\n== resident memory per user, {where}, a fresh process per size ==")
-    per_user_s = math.nan
+    seen = UsersSeen()
     for n in users:
+        if seen.needed_mb(n) > 0.8 * available_mb():
+            say(
+                f"users={n}: not run: at {seen.mb_per_user:.2f} MB per user it needs about "
+                f"{seen.needed_mb(n) / 1024:.1f} GB, over 80 % of the "
+                f"{available_mb() / 1024:.1f} GB available"
+            )
+            report.row("RSS after (per user)", short(n), "not run: would not fit in memory")
+            continue
         server_before = process_rss_mb(pid) if pid else math.nan
+        started = time.perf_counter()
         r = await child([__file__, "--one-users", str(n), *(["--url", url] if url else [])])
         if "error" in r:
             say(f"users={n}: not measured: {r['error']}")
             continue
         server = process_rss_mb(pid) - server_before if pid else math.nan
-        per_user_s = r["seconds"] / max(n, 1)
-        say(
-            f"users={n} rss_before_mb={r['before_mb']:.1f} rss_after_mb={r['after_mb']:.1f} "
-            f"per_user_kb={r['per_user_kb']:.1f} index_kb={r['index_bytes'] / 1024:.1f} "
-            f"held={r['held']} failed_open={r['skipped']} server_grew_mb={server:.1f} "
-            f"seconds={r['seconds']:.1f}"
-        )
-        report.row("RSS proxy after (per user)", short(n), users_text(r, server))
-        for key in ("before_mb", "after_mb", "per_user_kb", "seconds"):
-            report.value(f"users_{key}_{short(n)}", float(r[key]))
-        report.value(f"users_index_bytes_{short(n)}", int(r["index_bytes"]))
-        if pid:
-            report.value(f"users_server_grew_mb_{short(n)}", server)
-    estimate_10k(per_user_s, report)
+        report.wall("users", n, time.perf_counter() - started)
+        seen.add(n, r, server)
+        users_figures(n, r, server, report)
+    estimate_10k(seen, report)
 
 
-def users_text(r: dict[str, Any], server_mb: float) -> str:
-    server = "" if math.isnan(server_mb) else f", server +{server_mb:.0f} MB"
-    return f"{r['after_mb']:.0f} MB ({r['per_user_kb']:.1f} KB/user{server})"
+def users_figures(n: int, r: dict[str, Any], server_mb: float, report: Report) -> None:
+    server_kb = server_mb * 1024 / (n + WARM_UP_USERS)  # the server also holds warm-up users
+    say(
+        f"users={n} rss_before_mb={r['before_mb']:.1f} rss_after_mb={r['after_mb']:.1f} "
+        f"per_user_kb={r['per_user_kb']:.1f} index_kb={r['index_bytes'] / 1024:.1f} "
+        f"held={r['held']} failed_open={r['skipped']} server_grew_mb={server_mb:.1f} "
+        f"server_per_user_kb={server_kb:.0f} seconds={r['seconds']:.1f}"
+    )
+    server = (
+        "" if math.isnan(server_mb) else f"; server +{server_mb:.0f} MB, {server_kb:.0f} KB/user"
+    )
+    text = f"{r['after_mb']:.0f} MB ({r['per_user_kb']:.1f} KB/user{server})"
+    report.row("RSS after (per user)", short(n), text)
+    for key in ("before_mb", "after_mb", "per_user_kb", "seconds"):
+        report.value(f"users_{key}_{short(n)}", float(r[key]))
+    report.value(f"users_index_bytes_{short(n)}", int(r["index_bytes"]))
+    if not math.isnan(server_mb):
+        report.value(f"users_server_grew_mb_{short(n)}", server_mb)
+        report.value(f"users_server_per_user_kb_{short(n)}", server_kb)
 
 
-def estimate_10k(per_user_s: float, report: Report) -> None:
-    """The time 10,000 users would take at the last size's rate, with a warning past 15 min."""
-    if math.isnan(per_user_s):
+def estimate_10k(seen: UsersSeen, report: Report) -> None:
+    """What 10,000 users would take at the largest size's rate per user (with the rates of
+    the sizes before: a rate that grows with the users makes it an underestimate)."""
+    if not seen.sizes:
         return
-    estimate = per_user_s * 10_000
-    over = estimate > TEN_K_USERS_LIMIT_S
-    note = " (over 15 min: too slow for one run)" if over else ""
-    say(f"10,000 users at this rate: about {estimate / 60:.1f} min{note}")
-    report.row("10k users would take", "est.", f"{estimate / 60:.1f} min{note}")
+    n, seconds = seen.sizes[-1]
+    estimate = seconds / max(n, 1) * 10_000
+    rates = ", ".join(f"{s * 1000 / max(k, 1):.0f} ms at {k}" for k, s in seen.sizes)
+    note = " (over 15 min)" if estimate > TEN_K_USERS_LIMIT_S else ""
+    say(f"10,000 users would take about {estimate / 60:.1f} min{note}; per user: {rates}")
+    report.row("10k users would take", "est.", f"{estimate / 60:.1f} min{note} (at {n}'s rate)")
     report.value("users_10k_estimate_s", estimate)
+    fits = seen.needed_mb(10_000) <= 0.8 * available_mb()
+    if not fits:
+        say(
+            f"10,000 users would need about {seen.needed_mb(10_000) / 1024:.1f} GB "
+            f"({seen.mb_per_user:.2f} MB per user): more than this machine has available"
+        )
+        report.row("10k users would need", "est.", f"{seen.needed_mb(10_000) / 1024:.1f} GB")
+    report.value("users_10k_needs_mb", seen.needed_mb(10_000))
 
 
 # --- 3. recall under load ---------------------------------------------------------------
@@ -284,7 +342,10 @@ def estimate_10k(per_user_s: float, report: Report) -> None:
 async def load_part(clients: list[int], seconds: float, report: Report) -> list[Run]:
     say(f"\n== recall under load, {seconds:g} s per level (fake upstream, MiniLM, serve) ==")
     runs: list[Run] = []
+    started = time.perf_counter()
     async for run in levels(clients, seconds):
+        report.wall("load", run.clients, time.perf_counter() - started - seconds)
+        started = time.perf_counter()
         runs.append(run)
         base = runs[0]
         p50, p99 = ms_at(run, 50), ms_at(run, 99)
@@ -304,13 +365,14 @@ async def load_part(clients: list[int], seconds: float, report: Report) -> list[
             ("served", run.served),
             ("p50_ms", p50),
             ("p99_ms", p99),
-            (f"p50_vs_{base.clients}", r50),
-            (f"p99_vs_{base.clients}", r99),
+            ("p50_ratio", r50),
+            ("p99_ratio", r99),
             ("backlog_at_stop", run.pending_at_stop),
             ("drain_s", run.drain_s),
             ("errors", run.errors),
         ):
             report.value(f"load_{key}_{run.clients}", value)
+    report.value("load_ratio_base_clients", runs[0].clients if runs else 0)
     return runs
 
 
@@ -368,6 +430,7 @@ def writer_service(
 
 async def writer_part(args: argparse.Namespace, url: str | None, report: Report) -> None:
     embedder = TimedEmbedder()
+    started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="bench-scale-") as tmp:
         service = writer_service(Path(tmp), url, args.scorer, embedder)
         await service.start()
@@ -380,6 +443,9 @@ async def writer_part(args: argparse.Namespace, url: str | None, report: Report)
             stats = service.stats
         finally:
             await service.close(timeout_s=0)
+    setup = time.perf_counter() - started - seconds
+    report.wall("writer", 0, setup)
+    report.wall("writer", args.exchanges, setup + seconds)
     own = max(seconds - embedder.seconds, 1e-9)
     rate = args.exchanges / own
     say(
@@ -420,6 +486,7 @@ async def run_all(args: argparse.Namespace) -> None:
             if "writer" in args.parts:
                 await writer_part(args, url, report)
     report.value("run_s", time.perf_counter() - started)
+    full_estimate(report)
     report.print()
 
 
@@ -432,6 +499,42 @@ def drain_summary(runs: list[Run], report: Report) -> None:
     report.row("backlog drain (worst level)", f"{worst.clients} cl.", f"{worst.drain_s:.1f} s")
     report.value("drain_max_s", worst.drain_s)
     report.value("served_min", min(r.served for r in runs))
+
+
+def fitted(points: list[tuple[float, float]], sizes: list[int]) -> float:
+    """Seconds for ``sizes`` from measured ``(size, seconds)``: a line through the two largest
+    sizes (a fixed cost plus a cost per unit), or through zero and the largest."""
+    ordered = sorted(points)
+    x2, w2 = ordered[-1]
+    slope, fixed = (w2 / x2 if x2 else 0.0), 0.0
+    if len(ordered) > 1 and x2 > ordered[-2][0] and w2 >= ordered[-2][1]:
+        x1, w1 = ordered[-2]
+        slope = (w2 - w1) / (x2 - x1)
+        fixed = max(0.0, w2 - slope * x2)
+    return sum(fixed + slope * x for x in sizes)
+
+
+def full_estimate(report: Report) -> None:
+    """The time of a run at the full sizes, extrapolated from this run's steps (each linear in
+    its size; the load levels: this run's overhead per level plus the full seconds)."""
+    full = {
+        "recall": FULL.sizes,
+        "users": FULL.users,
+        "load": FULL.clients,
+        "writer": [FULL.exchanges],
+    }
+    parts = []
+    for part, sizes in full.items():
+        if part not in report.walls:
+            parts.append(f"{part} not measured")
+            continue
+        seconds = fitted(report.walls[part], sizes)
+        if part == "load":
+            seconds += len(sizes) * FULL.seconds
+        parts.append(f"{part} {seconds / 60:.1f} min")
+        report.value(f"full_run_{part}_estimate_s", seconds)
+    say(f"a full run (default sizes) would take about: {', '.join(parts)}")
+    report.row("full run would take", "est.", ", ".join(parts))
 
 
 def ints(text: str) -> list[int]:
@@ -454,7 +557,7 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--one-users", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--url", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    for key, value in (QUICK if args.quick else FULL).items():
+    for key, value in asdict(QUICK if args.quick else FULL).items():
         if getattr(args, key) is None:
             setattr(args, key, value)
     return args

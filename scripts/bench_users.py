@@ -43,6 +43,8 @@ from memory.store.outbox import Outbox
 from memory.types import Exchange, Scope
 
 DIM = 384
+WARM_UP_USERS = 10
+"""Users served before the first RSS reading (imports, first allocations)."""
 
 
 class HashedEmbedder:
@@ -152,10 +154,10 @@ async def measure_users(
         )
         await service.start()
         try:
-            await serve_users(service, 0, 10)  # warm up: imports, first allocations
+            await serve_users(service, 0, WARM_UP_USERS)
             before = rss_mb()
             started = time.perf_counter()
-            skipped = await serve_users(service, 10, users)
+            skipped = await serve_users(service, WARM_UP_USERS, users)
             seconds = time.perf_counter() - started
             after = rss_mb()
             return UsersResult(
