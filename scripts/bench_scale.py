@@ -107,6 +107,9 @@ class Report:
     walls: dict[str, list[tuple[float, float]]] = field(default_factory=dict)
     """Per part, ``(size, wall seconds)`` of each step: what a full run is extrapolated from."""
 
+    unfit: dict[str, list[int]] = field(default_factory=dict)
+    """Per part, the full sizes this machine's memory would not take (not run)."""
+
     def wall(self, part: str, size: float, seconds: float) -> None:
         self.walls.setdefault(part, []).append((size, seconds))
 
@@ -248,15 +251,20 @@ class UsersSeen:
     sizes: list[tuple[int, float]] = field(default_factory=list)
     """``(users, seconds)`` of each measured size."""
     mb_per_user: float = 0.0
-    """Largest growth per user seen, of this process or the server (warm-up users included)."""
+    """Growth per user at the largest size so far, of the measuring process (its ``n`` users)
+    or the server (which also holds the warm-up users), whichever is larger."""
 
     def needed_mb(self, n: int) -> float:
         return self.mb_per_user * (n + WARM_UP_USERS)
 
+    def fits(self, n: int) -> bool:
+        """Whether ``n`` users would fit in 80 % of the memory available now."""
+        return self.needed_mb(n) <= 0.8 * available_mb()
+
     def add(self, n: int, r: dict[str, Any], server_mb: float) -> None:
         self.sizes.append((n, float(r["seconds"])))
-        grown = max(r["after_mb"] - r["before_mb"], 0 if math.isnan(server_mb) else server_mb)
-        self.mb_per_user = max(self.mb_per_user, grown / (n + WARM_UP_USERS))
+        server = 0.0 if math.isnan(server_mb) else server_mb / (n + WARM_UP_USERS)
+        self.mb_per_user = max((r["after_mb"] - r["before_mb"]) / max(n, 1), server)
 
 
 def available_mb() -> float:
@@ -272,7 +280,7 @@ async def users_part(users: list[int], url: str | None, pid: int | None, report:
     say(f"\n== resident memory per user, {where}, a fresh process per size ==")
     seen = UsersSeen()
     for n in users:
-        if seen.needed_mb(n) > 0.8 * available_mb():
+        if not seen.fits(n):
             say(
                 f"users={n}: not run: at {seen.mb_per_user:.2f} MB per user it needs about "
                 f"{seen.needed_mb(n) / 1024:.1f} GB, over 80 % of the "
@@ -291,6 +299,7 @@ async def users_part(users: list[int], url: str | None, pid: int | None, report:
         seen.add(n, r, server)
         users_figures(n, r, server, report)
     estimate_10k(seen, report)
+    report.unfit["users"] = [n for n in FULL.users if not seen.fits(n)]
 
 
 def users_figures(n: int, r: dict[str, Any], server_mb: float, report: Report) -> None:
@@ -298,8 +307,9 @@ def users_figures(n: int, r: dict[str, Any], server_mb: float, report: Report) -
     say(
         f"users={n} rss_before_mb={r['before_mb']:.1f} rss_after_mb={r['after_mb']:.1f} "
         f"per_user_kb={r['per_user_kb']:.1f} index_kb={r['index_bytes'] / 1024:.1f} "
-        f"held={r['held']} failed_open={r['skipped']} server_grew_mb={server_mb:.1f} "
-        f"server_per_user_kb={server_kb:.0f} seconds={r['seconds']:.1f}"
+        f"held={r['held']} failed_open={r['skipped']} seconds={r['seconds']:.1f}"
+        + ("" if math.isnan(server_mb) else f" server_grew_mb={server_mb:.1f}")
+        + ("" if math.isnan(server_mb) else f" server_per_user_kb={server_kb:.0f}")
     )
     server = (
         "" if math.isnan(server_mb) else f"; server +{server_mb:.0f} MB, {server_kb:.0f} KB/user"
@@ -326,8 +336,7 @@ def estimate_10k(seen: UsersSeen, report: Report) -> None:
     say(f"10,000 users would take about {estimate / 60:.1f} min{note}; per user: {rates}")
     report.row("10k users would take", "est.", f"{estimate / 60:.1f} min{note} (at {n}'s rate)")
     report.value("users_10k_estimate_s", estimate)
-    fits = seen.needed_mb(10_000) <= 0.8 * available_mb()
-    if not fits:
+    if not seen.fits(10_000):
         say(
             f"10,000 users would need about {seen.needed_mb(10_000) / 1024:.1f} GB "
             f"({seen.mb_per_user:.2f} MB per user): more than this machine has available"
@@ -528,10 +537,14 @@ def full_estimate(report: Report) -> None:
         if part not in report.walls:
             parts.append(f"{part} not measured")
             continue
-        seconds = fitted(report.walls[part], sizes)
+        unfit = report.unfit.get(part, [])
+        seconds = fitted(report.walls[part], [n for n in sizes if n not in unfit])
         if part == "load":
             seconds += len(sizes) * FULL.seconds
-        parts.append(f"{part} {seconds / 60:.1f} min")
+        left_out = (
+            f" ({', '.join(short(n) for n in unfit)} not run: out of memory)" if unfit else ""
+        )
+        parts.append(f"{part} {seconds / 60:.1f} min{left_out}")
         report.value(f"full_run_{part}_estimate_s", seconds)
     say(f"a full run (default sizes) would take about: {', '.join(parts)}")
     report.row("full run would take", "est.", ", ".join(parts))
