@@ -21,17 +21,25 @@ the writer's throughput (issue 16's "Done when").
    ``--writer-users`` users are queued, and the time until the outbox is empty gives
    exchanges/s, with the embedder's own time subtracted.
 
-Lines are printed as each figure is measured; at the end a summary table and one
-``key=value`` line per figure.
+Lines are printed as each figure is measured; at the end the time a full run would take
+(extrapolated from this run's steps), a summary table and one ``key=value`` line per figure.
 
     python scripts/bench_scale.py [--quick] [--sizes 10000,100000,1000000]
         [--users 1,1000,10000] [--clients 1,8,64] [--seconds 20] [--embedded]
+        [--queries 200] [--exchanges 4096] [--writer-users 4] [--scorer default]
         [--parts recall,users,load,writer]
 
-``--quick`` is a smoke run (2k/5k memories, 1/50/100 users, 1/4 clients for 3 s). Measured
-with ``--quick`` on this machine (2 shared cores): users against a ``chroma run`` server took
-about 40 ms each, so 10,000 users take about 7 minutes (a full run prints its own estimate
-before it starts them); the load levels take ``--seconds`` plus model load and drain each.
+``--quick`` is a smoke run (2k/5k memories, 1/50/100 users, 1/4 clients for 3 s, 512
+exchanges: about 2 minutes). Measured with ``--quick`` on this machine (2 shared cores,
+23 GB): against a ``chroma run`` server a user took 70 to 85 ms (more as users are added),
+so 10,000 users would take about 14 minutes at the 100-user rate, and more if the rate keeps
+growing; but the server grew by about 2.7 MB per user (the proxy by 17 to 30 KB), and an
+embedded store grows the proxy by as much, so 10,000 users need about 27 GB, more than this
+machine has. A size that would not fit in 80 % of the memory available is not run; the
+output says so, with the estimate. A full run here is then about 1.5 min of users (10,000
+not run), 2.5 min of load levels (more if the 64-client backlog drains slowly: each drain
+waits up to 120 s) and 2 min of writer, plus the recall sizes (not measured yet: they take
+what ``recall_latency`` takes to build 1M synthetic memories).
 """
 
 from __future__ import annotations
@@ -140,7 +148,7 @@ except ImportError as exc:
     result = {"error": f"scripts.bench_index.recall_latency is not available yet ({exc})"}
 else:
     result = recall_latency(int(sys.argv[1]), int(sys.argv[2]))
-print(json.dumps(result), flush=True)
+print(json.dumps(result, default=float), flush=True)
 """
 """A fresh interpreter's recall latency at ``argv[1]`` memories, ``argv[2]`` queries: it
 imports only ``scripts.bench_index``, so its resident set is the index's."""
@@ -181,7 +189,7 @@ async def recall_part(sizes: list[int], queries: int, report: Report) -> None:
         r = await child(["-c", ONE_SIZE, str(n), str(queries)])
         if "error" in r:
             say(f"memories={n}: not measured: {r['error']}")
-            report.row("recall p50/p99", short(n), "not measured")
+            report.row("recall p50 / p99", short(n), "not measured")
             continue
         exhaustive = r.get("exhaustive_p50_ms")
         extra = f" exhaustive_p50_ms={exhaustive:.2f}" if exhaustive is not None else ""
