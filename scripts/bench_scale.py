@@ -30,16 +30,17 @@ Lines are printed as each figure is measured; at the end the time a full run wou
         [--parts recall,users,load,writer]
 
 ``--quick`` is a smoke run (2k/5k memories, 1/50/100 users, 1/4 clients for 3 s, 512
-exchanges: about 2 minutes). Measured with ``--quick`` on this machine (2 shared cores,
-23 GB): against a ``chroma run`` server a user took 70 to 85 ms (more as users are added),
-so 10,000 users would take about 14 minutes at the 100-user rate, and more if the rate keeps
-growing; but the server grew by about 2.7 MB per user (the proxy by 17 to 30 KB), and an
-embedded store grows the proxy by as much, so 10,000 users need about 27 GB, more than this
-machine has. A size that would not fit in 80 % of the memory available is not run; the
-output says so, with the estimate. A full run here is then about 1.5 min of users (10,000
-not run), 2.5 min of load levels (more if the 64-client backlog drains slowly: each drain
-waits up to 120 s) and 2 min of writer, plus the recall sizes (not measured yet: they take
-what ``recall_latency`` takes to build 1M synthetic memories).
+exchanges: about 2 minutes). Measured with ``--quick`` on this machine (2 cores shared with
+other benchmarks, 23 GB), in two runs: against a ``chroma run`` server a user took 70 to
+125 ms, so 10,000 users would take 14 to 17 minutes, around or over 15 minutes (each run
+prints its own estimate). But the server grew by about 2.7 MB per user (the proxy by 16 to
+30 KB), and an embedded store grows the proxy by as much, so 10,000 users need about 27 GB,
+more than this machine has: a size that would not fit in 80 % of the memory available is not
+run, and the output says so. A full run here is then about 2 min of users (10,000 not run),
+3 min of load levels (more if the 64-client backlog drains slowly: each drain waits up to
+120 s) and 2 to 3 min of writer (26 to 37 exchanges/s with the default scorer, 87 with
+``--scorer lexical``), plus the recall sizes (not measured yet: they take what
+``recall_latency`` takes to build and query 1M synthetic memories).
 """
 
 from __future__ import annotations
@@ -470,8 +471,10 @@ async def writer_part(args: argparse.Namespace, url: str | None, report: Report)
         f"exchanges_per_s={rate:.0f} written={stats.written - written} gated={stats.gated} "
         f"reinforced={stats.reinforced} store={'server' if url else 'embedded'}"
     )
-    report.row("writer (embedding excluded)", f"{args.exchanges} ex.", f"{rate:.0f} exchanges/s")
+    text = f"{rate:.0f} exchanges/s (scorer {args.scorer})"
+    report.row("writer (embedding excluded)", f"{args.exchanges} ex.", text)
     report.value("writer_exchanges_per_s", rate)
+    report.value("writer_scorer", args.scorer)
     report.value("writer_seconds", seconds)
     report.value("writer_embed_s", embedder.seconds)
 
