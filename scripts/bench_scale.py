@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
-"""Scale, in one run: recall at many memories, memory at many users, recall under load, and
-the writer's throughput (issue 16's "Done when").
+"""Scale in one run: recall at N memories, RSS at N users, load, writer throughput.
+
+Issue 16's "Done when", each figure measured as follows.
 
 1. **Recall latency of one user** at ``--sizes`` memories (synthetic 384-d vectors):
    ``scripts.bench_index.recall_latency`` (p50/p99 of ``--queries`` recalls, embedding
@@ -575,7 +576,12 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--queries", type=int, help="recalls timed per size")
     parser.add_argument("--exchanges", type=int, help="exchanges the writer drains")
     parser.add_argument("--writer-users", type=int, default=4, help="users of those exchanges")
-    parser.add_argument("--scorer", choices=["default", "lexical", "off"], default="default")
+    parser.add_argument(
+        "--scorer",
+        choices=["default", "lexical", "off"],
+        default="default",
+        help="the writer's symbiosis scorer (default: as configs/default.yaml)",
+    )
     parser.add_argument("--embedded", action="store_true", help="embedded Chroma, no server")
     parser.add_argument("--parts", type=lambda s: s.split(","), default=PARTS, help=",".join(PARTS))
     parser.add_argument("--one-users", type=int, help=argparse.SUPPRESS)
