@@ -305,7 +305,9 @@ async def users_part(users: list[int], url: str | None, pid: int | None, report:
             say(f"users={n}: not measured: {r['error']}")
             continue
         server = process_rss_mb(pid) - server_before if pid else math.nan
-        report.wall("users", n, time.perf_counter() - started)
+        wall = time.perf_counter() - started
+        report.wall("users", 0, wall - r["seconds"])  # the process's fixed cost
+        report.wall("users", n, wall)
         seen.add(n, r, server)
         users_figures(n, r, server, report)
     estimate_10k(seen, report)
