@@ -32,9 +32,9 @@ Lines are printed as each figure is measured; at the end the time a full run wou
 
 ``--quick`` is a smoke run (2k/5k memories, 1/50/100 users, 1/4 clients for 3 s, 512
 exchanges: about 2 minutes). Measured with ``--quick`` on this machine (2 cores shared with
-other benchmarks, 23 GB), in two runs: against a ``chroma run`` server a user took 70 to
-125 ms, so 10,000 users would take 14 to 17 minutes, around or over 15 minutes (each run
-prints its own estimate). But the server grew by about 2.7 MB per user (the proxy by 16 to
+other benchmarks, 23 GB), in three runs: against a ``chroma run`` server a user took 70 to
+130 ms, so 10,000 users would take 14 to 19 minutes, over 15 minutes in two runs of three
+(each run prints its own estimate). But the server grew by about 2.7 MB per user (the proxy by 16 to
 30 KB), and an embedded store grows the proxy by as much, so 10,000 users need about 27 GB,
 more than this machine has: a size that would not fit in 80 % of the memory available is not
 run, and the output says so. A full run here is then about 2 min of users (10,000 not run),
