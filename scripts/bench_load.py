@@ -27,6 +27,7 @@ import sys
 import tempfile
 import time
 from collections import Counter
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -170,12 +171,21 @@ def ms_at(run: Run, q: float) -> float:
     return float(np.percentile(run.ms, q)) if run.ms else float("nan")
 
 
-async def main(args: argparse.Namespace) -> None:
+async def levels(clients: list[int], seconds: float, max_backlog: int = 0) -> AsyncIterator[Run]:
+    """Each level of ``clients`` in turn (:func:`one_level`) against one fake upstream,
+    yielded as it ends (a long run shows its progress)."""
     fake = FakeOllama()
     await fake.start()
+    try:
+        for count in clients:
+            yield await one_level(count, seconds, fake, max_backlog)
+    finally:
+        await fake.close()
+
+
+async def main(args: argparse.Namespace) -> None:
     runs: list[Run] = []
-    for clients in args.clients:  # printed as each level ends: a long run shows its progress
-        run = await one_level(clients, args.seconds, fake, args.max_backlog)
+    async for run in levels(args.clients, args.seconds, args.max_backlog):
         runs.append(run)
         base = runs[0]
         print(

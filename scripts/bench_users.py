@@ -27,7 +27,9 @@ import re
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -41,6 +43,8 @@ from memory.store.outbox import Outbox
 from memory.types import Exchange, Scope
 
 DIM = 384
+WARM_UP_USERS = 10
+"""Users served before the first RSS reading (imports, first allocations)."""
 
 
 class HashedEmbedder:
@@ -100,40 +104,90 @@ async def serve_users(service: MemoryService, first: int, count: int, batch: int
     return skipped
 
 
-async def main(args: argparse.Namespace) -> None:
+@dataclass
+class UsersResult:
+    """What one :func:`measure_users` run measured."""
+
+    users: int
+    store: str
+    """``server`` (a Chroma server at ``--url``) or ``embedded``."""
+    before_mb: float
+    """Resident set after the warm-up, before the measured users, in MB."""
+    after_mb: float
+    held: int
+    """Users whose in-memory index is held after the run."""
+    index_bytes: int
+    """What the held indexes hold by their own count (:meth:`IndexCache.nbytes`)."""
+    skipped: int
+    """Recalls that failed open."""
+    seconds: float
+    """Wall time of the measured users (writes, flushes and recalls)."""
+    index_cache_mb: float
+
+    @property
+    def per_user_kb(self) -> float:
+        return (self.after_mb - self.before_mb) * 1024 / max(self.users, 1)
+
+
+async def measure_users(
+    users: int,
+    url: str | None = None,
+    cache_collections: int = StoreConfig().cache_collections,
+    memory: dict[str, Any] | None = None,
+    prefix: str = "benchu",
+) -> UsersResult:
+    """RSS of this process before and after serving ``users`` users (after 10 warm-up users),
+    on an embedded store in a temporary directory or the Chroma server at ``url``
+    (collections named ``<prefix>...``: give each run on one server its own prefix)."""
     with tempfile.TemporaryDirectory(prefix="bench-users-") as tmp:
         store = StoreConfig(
             path=Path(tmp) / "chroma",
-            url=args.url,
-            collection_prefix="benchu",
-            cache_collections=args.cache_collections,
+            url=url,
+            collection_prefix=prefix,
+            cache_collections=cache_collections,
         )
         service = MemoryService(
-            MemoryConfig(timeout_ms=5000, **args.memory),
+            MemoryConfig(timeout_ms=5000, **(memory or {})),
             ChromaStore(store),
             HashedEmbedder(),
             Outbox(Path(tmp) / "outbox.sqlite3"),
         )
         await service.start()
         try:
-            await serve_users(service, 0, 10)  # warm up: imports, first allocations
+            await serve_users(service, 0, WARM_UP_USERS)
             before = rss_mb()
-            skipped = await serve_users(service, 10, args.users)
+            started = time.perf_counter()
+            skipped = await serve_users(service, WARM_UP_USERS, users)
+            seconds = time.perf_counter() - started
             after = rss_mb()
-            held = service.cache.held()
-            where = "server" if args.url else "embedded"
-            print(
-                f"users={args.users} store={where} cache_collections={args.cache_collections} "
-                f"index_cache_mb={service.config.index_cache_mb:g} recalls failed open: {skipped}"
-            )
-            print(f"  RSS before {before:8.1f} MB, after {after:8.1f} MB")
-            print(f"  RSS per user {(after - before) * 1024 / args.users:8.1f} KB")
-            print(
-                f"  in-memory indexes: {held} held, {service.cache.nbytes() / 1024:.1f} KB "
-                f"({service.cache.nbytes() / max(held, 1) / 1024:.1f} KB per index)"
+            return UsersResult(
+                users,
+                "server" if url else "embedded",
+                before,
+                after,
+                service.cache.held(),
+                service.cache.nbytes(),
+                skipped,
+                seconds,
+                service.config.index_cache_mb,
             )
         finally:
             await service.close(timeout_s=0)
+
+
+async def main(args: argparse.Namespace) -> None:
+    r = await measure_users(args.users, args.url, args.cache_collections, args.memory)
+    print(
+        f"users={r.users} store={r.store} cache_collections={args.cache_collections} "
+        f"index_cache_mb={r.index_cache_mb:g} recalls failed open: {r.skipped}"
+    )
+    print(f"  RSS before {r.before_mb:8.1f} MB, after {r.after_mb:8.1f} MB")
+    print(f"  RSS per user {r.per_user_kb:8.1f} KB")
+    print(
+        f"  in-memory indexes: {r.held} held, {r.index_bytes / 1024:.1f} KB "
+        f"({r.index_bytes / max(r.held, 1) / 1024:.1f} KB per index)"
+    )
+    print(f"  {r.seconds:.1f} s ({r.seconds * 1000 / max(r.users, 1):.1f} ms per user)")
 
 
 if __name__ == "__main__":
