@@ -34,6 +34,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+import memory.recall.index as index_module
 from memory.recall.index import EXHAUSTIVE_MAX, UserIndex, build_index
 from memory.recall.query import analyse_query
 from memory.recall.ranking import Weights, distinct, fused_scores
@@ -187,8 +188,13 @@ def main() -> None:
     parser.add_argument("--latency", help="sizes, e.g. 10000,100000,1000000")
     parser.add_argument("--queries", type=int, default=200)
     parser.add_argument("--exhaustive-upto", type=int, default=100_000)
+    parser.add_argument(
+        "--exhaustive-max", type=int, help=f"the threshold (default {EXHAUSTIVE_MAX})"
+    )
     parser.add_argument("--one", type=int, help=argparse.SUPPRESS)  # a child process's size
     args = parser.parse_args()
+    if args.exhaustive_max is not None:
+        index_module.EXHAUSTIVE_MAX = args.exhaustive_max
     if args.one:
         print(json.dumps(recall_latency(args.one, args.queries, args.exhaustive_upto)))
         return
@@ -222,11 +228,14 @@ def main() -> None:
 
 def latency_table(sizes: list[int], args: argparse.Namespace) -> None:
     """Print :func:`recall_latency` at each of ``sizes``, each in a fresh process."""
-    print(f"recall ranking latency, {args.queries} queries, exhaustive up to {EXHAUSTIVE_MAX}")
+    limit = index_module.EXHAUSTIVE_MAX
+    print(f"recall ranking latency, {args.queries} queries, exhaustive up to {limit} memories")
     first: float | None = None
     for n in sizes:
         cmd = [sys.executable, __file__, "--one", str(n), "--queries", str(args.queries)]
         cmd += ["--exhaustive-upto", str(args.exhaustive_upto)]
+        if args.exhaustive_max is not None:
+            cmd += ["--exhaustive-max", str(args.exhaustive_max)]
         row = json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout)
         first = first or row["p50_ms"]
         line = (

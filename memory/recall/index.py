@@ -40,7 +40,7 @@ CONTEXT_WEIGHT = 0.5
 points of recall)."""
 
 
-EXHAUSTIVE_MAX = 20_000
+EXHAUSTIVE_MAX = 5_000
 """Most memories a user's index scores exhaustively; past it the index becomes a
 :class:`memory.recall.large.LargeIndex` (candidates first). At 20k, exhaustive ranking takes
 about as long as the candidate path and a rebuild on merge well under a second

@@ -58,6 +58,9 @@ DENSE_K = 128
 """Dense candidates per query (before the session neighbours join them)."""
 LEXICAL_K = 64
 """BM25 candidates per query; a candidate outside them gets a BM25 score of 0."""
+LENDERS = 48
+"""Best dense and lexical candidates whose session neighbours join the candidates: the
+ranking lends score from its best 30 (:attr:`memory.recall.ranking.Weights.spread_from`)."""
 NPROBE = 16
 """ANN lists scanned per query. With about sqrt(n) lists, 16 of them hold ~16 sqrt(n) rows
 (16k at 1M); ``scripts/bench_index.py`` prints the planted-target recall it gives."""
@@ -71,6 +74,9 @@ RETRAIN_GROWTH = 4
 """The ANN is trained again once the index holds this many times the rows it was trained on
 (its lists would otherwise grow with the user, and each search scan more rows): an O(n) step
 every time the user quadruples, so O(1) per memory amortised."""
+WRITER_HEAP = 15_000_000
+"""Bytes of tantivy's indexing arena per large user: the least tantivy 0.27 takes for one
+thread (documents are committed with every merge, so more would only speed up a first build)."""
 TANTIVY_BYTES_PER_TOKEN = 6
 """Resident bytes per indexed token of tantivy's in-memory index, measured with
 ``scripts/bench_index.py`` (RSS growth over tokens indexed); what :meth:`nbytes` counts for it."""
@@ -191,7 +197,7 @@ class Lexical:
         schema.add_unsigned_field("row", stored=True, indexed=True, fast=True)
         self._schema = schema.build()
         self._index = tantivy.Index(self._schema)
-        self._writer = self._index.writer(heap_size=16_000_000, num_threads=1)
+        self._writer = self._index.writer(heap_size=WRITER_HEAP, num_threads=1)
         self.tokens = 0
         """Tokens indexed so far (what :attr:`nbytes` estimates from)."""
 
@@ -252,7 +258,7 @@ class Lexical:
     def nbytes(self) -> int:
         """Estimated resident bytes (:data:`TANTIVY_BYTES_PER_TOKEN` per token, plus the
         writer's arena)."""
-        return self.tokens * TANTIVY_BYTES_PER_TOKEN + 16_000_000
+        return self.tokens * TANTIVY_BYTES_PER_TOKEN + WRITER_HEAP
 
 
 class CandidateView(UserIndex):
@@ -381,14 +387,15 @@ class LargeIndex(UserIndex):
     def for_query(self, vector: np.ndarray, lexical: str | None) -> UserIndex:
         """The candidates for one query as a :class:`CandidateView`: the ANN's
         :data:`DENSE_K` nearest to ``vector`` (unit, shape ``(dim,)``), the BM25 top
-        :data:`LEXICAL_K` for ``lexical`` (None: no lexical view), every relevant repulsor
-        among them, and the session neighbours of each; deleted rows left out."""
+        :data:`LEXICAL_K` for ``lexical`` (None: no lexical view), and the session neighbours
+        of the best :data:`LENDERS` of each (what the ranking's neighbour spreading can lift);
+        deleted rows left out."""
         with self._lock:
             dense = self.ann.search(vector, DENSE_K)
             rows_lex, scores_lex = self._lexical_top(lexical) if lexical else (dense[:0], None)
-            rows = np.union1d(dense, rows_lex)
-            near = np.concatenate([self._prev.view[rows], self._next.view[rows]])
-            rows = np.union1d(rows, near[near >= 0])
+            lenders = np.concatenate([dense[:LENDERS], rows_lex[:LENDERS]])
+            near = np.concatenate([self._prev.view[lenders], self._next.view[lenders]])
+            rows = np.union1d(np.union1d(dense, rows_lex), near[near >= 0])
             rows = rows[~self._gone.view[rows]]
             bm25 = np.zeros(len(rows), dtype=np.float32)
             if scores_lex is not None and len(rows_lex):
