@@ -155,6 +155,9 @@ def test_deletions_updates_and_masks_are_honoured_in_place():
     assert "m120" not in top(index, q, "only120", 50)
     # an update that moves a memory to another session needs a rebuild from the store
     assert index.updated({"m7": {"session": "elsewhere"}}) is None
+    # the nearest held memory is found even when the ANN's nearest were all deleted
+    few = LargeIndex(hits[:30], vectors[:30]).without(frozenset(f"m{i}" for i in range(29)))
+    assert few.nearest(noisy(vectors, np.array([3]), 0.1)[0])[0].id == "m29"
 
 
 def test_an_index_becomes_large_past_the_threshold_and_is_retrained_as_it_grows(monkeypatch):

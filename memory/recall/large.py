@@ -406,16 +406,13 @@ class LargeIndex(UserIndex):
 
     def nearest(self, unit: np.ndarray) -> tuple[MemoryHit, float, np.ndarray]:
         """The held memory nearest to the unit vector ``unit`` (by the ANN's candidates, exact
-        cosine among them): ``(record, cosine, its unit vector)``.
-
-        Raises:
-            LookupError: the ANN found no held memory.
-        """
+        cosine among them; every held memory when those 16 were all deleted): ``(record,
+        cosine, its unit vector)``. The index must hold a memory."""
         with self._lock:
             rows = self.ann.search(unit, 16)
             rows = rows[~self._gone.view[rows]]
             if not len(rows):
-                raise LookupError("no memory held")
+                rows = np.flatnonzero(~self._gone.view)
             sims = self._vec.view[rows] @ np.asarray(unit, dtype=np.float32)
             j = int(rows[int(np.argmax(sims))])
             return self.hits[j], float(sims.max()), self._vec.view[j]
