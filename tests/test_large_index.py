@@ -194,3 +194,11 @@ async def test_recall_through_the_proxy_on_large_indexes(proxy: RunningProxy, fa
     assert await proxy.memory.delete("alice", pepper)
     block = await proxy.memory.recall(Scope("alice"), "what is my dog called?")
     assert pepper not in block.ids and "Pepper" not in block.text
+
+
+def test_the_latency_benchmark_runs_both_paths_and_finds_its_targets():
+    from scripts.bench_index import recall_latency
+
+    figures = recall_latency(6000, queries=20, exhaustive_upto=6000)
+    assert figures["hit_at_10"] >= 0.9 and figures["exhaustive_hit_at_10"] >= 0.9
+    assert 0 < figures["p50_ms"] <= figures["p99_ms"] and figures["merge_ms"] > 0
