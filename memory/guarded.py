@@ -30,9 +30,10 @@ async def through(
     ceiling_ms: float,
     adaptive: bool,
     error: type[Exception],
+    size: float = 1.0,
 ) -> T:
     """``fn()`` through ``breaker`` within ``ceiling_ms`` (tightened from the latency baseline
-    when ``adaptive``); a blown budget is raised as ``error``.
+    when ``adaptive``, scaled by the call's ``size``); a blown budget is raised as ``error``.
 
     Raises:
         BreakerOpenError: the breaker is open (``fn`` was not called).
@@ -40,7 +41,7 @@ async def through(
         Exception: whatever ``fn`` raised.
     """
     try:
-        return await breaker.call(fn, ceiling_ms, adaptive)
+        return await breaker.call(fn, ceiling_ms, adaptive, size)
     except TimeoutError as exc:
         raise error(f"{breaker.name} call exceeded its time budget") from exc
 
@@ -59,7 +60,11 @@ class GuardedEmbedder:
         self.name = embedder.name
 
     async def embed(self, texts: list[str]) -> Vectors:
-        """The wrapped embedder's vectors, shape ``(len(texts), dim)``.
+        """The wrapped embedder's vectors, shape ``(len(texts), dim)``. An adaptive budget
+        scales with the number of texts: a batch of recalls is that many queries' work. Per
+        text, a batch is cheaper than a single call (MiniLM on 2 cores: 16.5 ms for one query,
+        207 ms for 64), so this errs toward waiting for a batch, and a single call learned
+        after batches is still given ``min_budget_ms``.
 
         Raises:
             EmbedderError: the embedder failed or exceeded the budget.
@@ -71,6 +76,7 @@ class GuardedEmbedder:
             self.ceiling_ms,
             self.adaptive,
             EmbedderError,
+            max(1, len(texts)),
         )
 
     async def aclose(self) -> None:

@@ -51,21 +51,24 @@ class LatencyBaseline:
     backoff: float = 1.0
     """Multiplier of the budget: doubled per timeout, reset by the next measured latency."""
 
-    def observe(self, ms: float) -> None:
-        """Fold one measured latency in (and end any back-off)."""
+    def observe(self, ms: float, size: float = 1.0) -> None:
+        """Fold one measured latency of a call of ``size`` units of work in, per unit (and end
+        any back-off)."""
         self.backoff = 1.0
+        ms /= size
         if self.srtt_ms is None:
             self.srtt_ms, self.rttvar_ms = ms, ms / 2
             return
         self.rttvar_ms = (1 - BETA) * self.rttvar_ms + BETA * abs(self.srtt_ms - ms)
         self.srtt_ms = (1 - ALPHA) * self.srtt_ms + ALPHA * ms
 
-    def budget_ms(self, floor_ms: float, ceiling_ms: float) -> float:
-        """``max(floor_ms, srtt + K * rttvar) * backoff``, at most ``ceiling_ms``; the ceiling
-        if unknown."""
+    def budget_ms(self, floor_ms: float, ceiling_ms: float, size: float = 1.0) -> float:
+        """``max(floor_ms, (srtt + K * rttvar) * size) * backoff`` for a call of ``size``
+        units of work, at most ``ceiling_ms``; the ceiling if unknown."""
         if self.srtt_ms is None:
             return ceiling_ms
-        return min(ceiling_ms, max(floor_ms, self.srtt_ms + K * self.rttvar_ms) * self.backoff)
+        expected = (self.srtt_ms + K * self.rttvar_ms) * size
+        return min(ceiling_ms, max(floor_ms, expected) * self.backoff)
 
     def timed_out(self) -> None:
         """A call ran out of its budget: double the next one (RFC 6298 section 5.5)."""
@@ -120,11 +123,11 @@ class CircuitBreaker:
         if probe:
             self._probe_in_flight = False
 
-    def success(self, ms: float, probe: bool = False) -> None:
-        """Record a call that worked in ``ms`` milliseconds."""
+    def success(self, ms: float, probe: bool = False, size: float = 1.0) -> None:
+        """Record a call of ``size`` units of work that worked in ``ms`` milliseconds."""
         if probe:
             self._probe_in_flight = False
-        self.latency.observe(ms)
+        self.latency.observe(ms, size)
         self.failures = 0
         self.opened_at = None
 
@@ -139,9 +142,14 @@ class CircuitBreaker:
             self.opened_at = self._clock()
 
     async def call(
-        self, fn: Callable[[], Awaitable[T]], ceiling_ms: float, adaptive: bool = False
+        self,
+        fn: Callable[[], Awaitable[T]],
+        ceiling_ms: float,
+        adaptive: bool = False,
+        size: float = 1.0,
     ) -> T:
-        """Run ``fn()`` through the breaker within its budget.
+        """Run ``fn()`` through the breaker within its budget; ``size``: the call's units of
+        work, which an adaptive budget scales with (a batch of texts is a larger call).
 
         Raises:
             BreakerOpenError: the breaker is open (``fn`` was not called).
@@ -150,7 +158,7 @@ class CircuitBreaker:
         """
         probe = self.admit()
         budget_ms = (
-            self.latency.budget_ms(self.min_budget_ms, ceiling_ms) if adaptive else ceiling_ms
+            self.latency.budget_ms(self.min_budget_ms, ceiling_ms, size) if adaptive else ceiling_ms
         )
         started = time.perf_counter()
         try:
@@ -166,7 +174,7 @@ class CircuitBreaker:
         except BaseException:
             self.failure(probe)
             raise
-        self.success((time.perf_counter() - started) * 1000, probe)
+        self.success((time.perf_counter() - started) * 1000, probe, size)
         return result
 
     def snapshot(self) -> dict[str, object]:

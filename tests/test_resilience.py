@@ -167,3 +167,36 @@ async def test_a_busy_dependency_is_waited_for_and_a_dead_one_still_trips():
         with pytest.raises(TimeoutError):
             await breaker.call(dead, 300, adaptive=True)
     assert breaker.state == "open"
+
+
+async def test_a_batch_of_queries_gets_a_budget_for_its_size_through_the_guarded_embedder():
+    # A batch of 64 recalls costs the model more than one query; the adaptive budget learned
+    # from single queries must not cut it (it did: 166 of 175 skipped recalls at 64 clients in
+    # scripts/bench_load.py were "embedder call exceeded its time budget"), while a single
+    # query as slow as that batch is still cut.
+    from memory.errors import EmbedderError
+    from memory.guarded import GuardedEmbedder
+
+    class Model:
+        name = "timed"
+
+        def __init__(self) -> None:
+            self.per_text_s = 0.002
+
+        async def embed(self, texts: list[str]) -> list[list[float]]:
+            await asyncio.sleep(0.004 + self.per_text_s * len(texts))
+            return [[1.0]] * len(texts)
+
+        async def aclose(self) -> None:
+            pass
+
+    model = Model()
+    breaker = CircuitBreaker("embedder", failure_threshold=5, reset_timeout_s=60, min_budget_ms=20)
+    guarded = GuardedEmbedder(model, breaker, 2000, adaptive=True)  # type: ignore[arg-type]
+    for _ in range(20):
+        await guarded.embed(["one query"])  # about 6 ms each
+    assert len(await guarded.embed(["q"] * 64)) == 64  # about 130 ms: within its budget
+    model.per_text_s = 0.13
+    with pytest.raises(EmbedderError):
+        await guarded.embed(["one slow query"])  # as slow as the batch, but one text
+    assert breaker.state == "closed"
