@@ -34,10 +34,11 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import memory.recall.index as index_module
-from memory.recall.index import EXHAUSTIVE_MAX, UserIndex, build_index
+import memory.recall.updates as index_module
+from memory.recall.index import UserIndex
 from memory.recall.query import analyse_query
 from memory.recall.ranking import Weights, distinct, fused_scores
+from memory.recall.updates import EXHAUSTIVE_MAX, build_index
 from memory.types import MemoryHit
 
 WORDS = [

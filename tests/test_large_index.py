@@ -7,12 +7,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-import memory.recall.index as index_module
 import memory.recall.large as large_module
-from memory.recall.index import UserIndex, apply_changes
+import memory.recall.updates as index_module
+from memory.recall.index import UserIndex
 from memory.recall.large import LargeIndex
 from memory.recall.query import analyse_query
 from memory.recall.ranking import Weights, fused_scores
+from memory.recall.updates import apply_changes
 from memory.types import MemoryHit, Scope
 from testing.fake_upstream import FakeOllama
 from tests import test_recall

@@ -10,9 +10,10 @@ from types import SimpleNamespace
 
 import numpy as np
 
-from memory.recall.index import UserIndex, apply_changes
+from memory.recall.index import UserIndex
 from memory.recall.query import QueryViews, analyse_query
 from memory.recall.ranking import Weights, fused_scores
+from memory.recall.updates import apply_changes
 from memory.types import MemoryHit, Scope
 from testing.fake_upstream import FakeOllama
 from tests.conftest import RunningProxy

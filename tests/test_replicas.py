@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 
 from memory.config import StoreConfig
-from memory.recall.index import UserIndex, apply_changes
+from memory.recall.index import UserIndex
+from memory.recall.updates import apply_changes
 from memory.store.chroma import ChromaStore
 from memory.types import MemoryHit
 from testing.fake_upstream import FakeOllama

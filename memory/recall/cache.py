@@ -23,7 +23,8 @@ from collections import OrderedDict
 import numpy as np
 
 from memory.errors import MemoryLayerError, StoreError
-from memory.recall.index import IndexChange, UserIndex, apply_changes, build_index, unit_rows
+from memory.recall.index import IndexChange, UserIndex, unit_rows
+from memory.recall.updates import apply_changes, build_index
 from memory.store.chroma import SHARED, Store
 from memory.types import MemoryHit
 

@@ -40,13 +40,6 @@ CONTEXT_WEIGHT = 0.5
 points of recall)."""
 
 
-EXHAUSTIVE_MAX = 5_000
-"""Most memories a user's index scores exhaustively; past it the index becomes a
-:class:`memory.recall.large.LargeIndex` (candidates first). At 20k, exhaustive ranking takes
-about as long as the candidate path and a rebuild on merge well under a second
-(``scripts/bench_index.py`` prints both); LoCoMo's users (a few hundred memories) stay on the
-exhaustive path, so its figures are unchanged."""
-
 _INT_BYTES = sys.getsizeof(10**6)
 """Size of one int object above the small-int cache (a position in :attr:`UserIndex.position`)."""
 
@@ -245,8 +238,6 @@ class UserIndex:
             all_vectors = np.vstack([self.vectors[keep], np.asarray(vectors, dtype=np.float32)])
         elif not self.hits and vectors is not None:
             all_vectors = np.asarray(vectors, dtype=np.float32)
-        if all_vectors is not None and len(all_hits) > EXHAUSTIVE_MAX:
-            return _large(all_hits, all_vectors)
         fresh = _tokenize([h.text for h in hits], self._stemmer) if hits else []
         tokens = [self._tokens[i] for i in keep] + list(fresh)
         return UserIndex(all_hits, all_vectors, tokens)
@@ -343,52 +334,7 @@ class UserIndex:
         return [self.hits[int(i)] for i in order if scores[i] > 0]
 
 
-def build_index(hits: list[MemoryHit], vectors: Vectors | None) -> UserIndex:
-    """The index of a user's ``hits`` and their ``vectors`` (shape ``(len(hits), dim)``; None
-    when the store returned none): exhaustive up to :data:`EXHAUSTIVE_MAX` memories, a
-    :class:`memory.recall.large.LargeIndex` past it."""
-    if vectors is not None and len(hits) > EXHAUSTIVE_MAX:
-        return _large(hits, vectors)
-    return UserIndex(hits, vectors)
-
-
-def _large(hits: Sequence[MemoryHit], vectors: Vectors) -> UserIndex:
-    from memory.recall.large import LargeIndex  # it builds on this module
-
-    return LargeIndex(hits, vectors)
-
-
 IndexChange = tuple[list[MemoryHit], Vectors] | Mapping[str, Mapping[str, Any]] | frozenset[str]
 """A change to a user's memories since the index was built: records added (or replaced) with
 their vectors, shape ``(len(records), dim)``; metadata updates (memory id -> keys set); or the
 ids of deleted memories."""
-
-
-def _kind(change: IndexChange) -> str:
-    if isinstance(change, tuple):
-        return "added"
-    return "deleted" if isinstance(change, frozenset) else "updated"
-
-
-def apply_changes(index: UserIndex, changes: Sequence[IndexChange]) -> UserIndex | None:
-    """``index`` with ``changes`` applied in order; a run of additions is merged in one step
-    (one BM25 build), as is a run of deletions; metadata updates use
-    :meth:`UserIndex.updated`. None when an update needs a rebuild from the store."""
-    current = index
-    for kind, group in itertools.groupby(changes, key=_kind):
-        batch = list(group)
-        if kind == "added":
-            runs = [c for c in batch if isinstance(c, tuple)]
-            hits = [h for records, _ in runs for h in records]
-            current = current.merged(hits, np.vstack([np.asarray(v) for _, v in runs]))
-        elif kind == "deleted":
-            current = current.without(
-                frozenset().union(*[c for c in batch if isinstance(c, frozenset)])
-            )
-        else:
-            for update in batch:
-                following = current.updated(update)  # type: ignore[arg-type]
-                if following is None:
-                    return None
-                current = following
-    return current

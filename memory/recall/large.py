@@ -2,7 +2,7 @@
 
 :class:`~memory.recall.index.UserIndex` scores every memory per request and rebuilds itself
 (BM25 included) on every write; both grow with the user. :class:`LargeIndex` is what a user's
-index becomes beyond :data:`memory.recall.index.EXHAUSTIVE_MAX` memories:
+index becomes beyond :data:`memory.recall.updates.EXHAUSTIVE_MAX` memories:
 
 - **Candidates, then the same ranking.** An approximate nearest-neighbour search over the unit
   vectors (faiss ``IndexIVFScalarQuantizer``: an inverted file of k-means lists, 8-bit codes;
