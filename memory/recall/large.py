@@ -352,20 +352,20 @@ class LargeIndex(UserIndex):
         """Unit vectors of every row, deleted ones included, shape ``(rows, dim)``."""
         return self._vec.view
 
+    @property
+    def prev(self) -> np.ndarray:  # type: ignore[override]
+        """Previous memory in the session of every row (-1: none), shape ``(rows,)``."""
+        return self._prev.view
+
+    @property
+    def next(self) -> np.ndarray:  # type: ignore[override]
+        """Next memory in the session of every row (-1: none), shape ``(rows,)``."""
+        return self._next.view
+
     def live(self) -> Iterator[MemoryHit]:
         """The memories held (not deleted)."""
         gone = self._gone.view
         return (h for i, h in enumerate(self.hits) if not gone[i])
-
-    def record(self, memory_id: str) -> MemoryHit | None:
-        i = self.position.get(memory_id)
-        return None if i is None else self.hits[i]
-
-    def neighbours(self, memory_id: str) -> list[MemoryHit]:
-        i = self.position.get(memory_id)
-        if i is None:
-            return []
-        return [self.hits[j] for j in (self._prev.view[i], self._next.view[i]) if j >= 0]
 
     def lexical_scores(self, query: str) -> np.ndarray:
         """BM25 score of every row for ``query``, shape ``(rows,)``: the lexical top
