@@ -16,7 +16,7 @@ import pytest
 from memory.config import StoreConfig
 from memory.store import layout
 from memory.store import migrate as migration
-from memory.store.chroma import ChromaStore
+from memory.store.chroma import EXACT_MAX, ChromaStore
 from memory.types import MemoryHit
 from tests.test_store import chroma_server, unit
 
@@ -236,3 +236,25 @@ def test_shard_records_without_their_owners_tag_are_unmigratable():
     )
     (owned,) = migration.owners("slm", "slm-shard-000-of-004", tagged).values()
     assert owned.memory_ids == ["m1"]
+
+
+@pytest.mark.parametrize("where", ["embedded"], indirect=True)
+async def test_query_of_a_large_user_in_a_shared_shard(where: StoreConfig):
+    """Past EXACT_MAX memories the query is Chroma's filtered one: still only the user's own."""
+    store = ChromaStore(where.model_copy(update={"shards": 1}))
+    await store.open()
+    try:
+        n = EXACT_MAX + 20
+        rng = np.random.default_rng(0)
+        vectors = rng.standard_normal((n, 8)).astype(np.float32)
+        ids = [f"m{i}" for i in range(n)]
+        await store.upsert_many("big", ids, vectors, ["big"] * n, [{}] * n)
+        await store.upsert("small", "m0", vectors[7], "small", {})  # the exact vector of big's m7
+        small_hits = await store.query("small", vectors[7], 5)
+        assert [(h.id, h.text) for h in small_hits] == [("m0", "small")]
+        assert small_hits[0].similarity == pytest.approx(1.0, abs=1e-5)
+        hits = await store.query("big", vectors[7], 10)
+        assert hits[0].id == "m7" and hits[0].similarity == pytest.approx(1.0, abs=1e-4)
+        assert len(hits) == 10 and {h.text for h in hits} == {"big"}
+    finally:
+        await store.close()
