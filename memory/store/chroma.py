@@ -68,6 +68,10 @@ def to_chroma_metadata(metadata: dict[str, Any]) -> Metadata:
 
 EXACT_MAX = 500
 """Most memories of a user in a shard that :meth:`ChromaStore.query` scores itself."""
+REOPEN_EVERY = 50
+"""The embedded client is reopened after this many migrated collections (see
+:meth:`ChromaStore._reopen`): measured, reading 200 one-per-user collections took the process
+from 99 to 622 MB without, to 321 MB reopening every 50."""
 
 
 def nearest(hits: list[MemoryHit], rows: Any, vector: Vectors, k: int) -> list[MemoryHit]:
@@ -194,13 +198,28 @@ class ChromaStore:
         idempotent. Collections whose owners cannot be told are left and reported."""
         prefix, shards = self._config.collection_prefix, self._config.shards
         report = migration.MigrationReport()
-        for collection in await self._run(self._require_client().list_collections):
-            if layout.is_legacy(prefix, shards, collection.name):
-                try:
-                    await self._migrate_one(collection.name, report)
-                except migration.UnmigratableError as exc:
-                    report.left[collection.name] = str(exc)
+        old = [
+            c.name
+            for c in await self._run(self._require_client().list_collections)
+            if layout.is_legacy(prefix, shards, c.name)
+        ]
+        for done, name in enumerate(old, start=1):
+            try:
+                await self._migrate_one(name, report)
+            except migration.UnmigratableError as exc:
+                report.left[name] = str(exc)
+            if self._config.url is None and done % REOPEN_EVERY == 0:
+                await self._run(self._reopen)
         return report
+
+    def _reopen(self) -> None:
+        """Close and reopen the embedded client: chromadb frees the HNSW indexes it loaded only
+        when its last client on the directory closes (deleting a collection does not)."""
+        with self._lock:
+            self._collections.clear()
+        self._log = None
+        self._require_client().close()
+        self._client = self._connect()
 
     async def _migrate_one(self, name: str, report: migration.MigrationReport) -> None:
         rows = await self._run(self._read_old, name)
