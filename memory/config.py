@@ -56,14 +56,19 @@ class StoreConfig(Frozen):
     url: str | None = None
     """URL of a Chroma server (``http://host:8000``); selects ``HttpClient`` instead of ``path``."""
     collection_prefix: str = Field(default="slm", pattern=r"^[a-zA-Z0-9][a-zA-Z0-9._-]{0,63}$")
-    """Prefix of the per-user collection names."""
+    """Prefix of the store's collection names (``{prefix}-shard-{i}-of-{n}``, ``{prefix}-shared``,
+    ``{prefix}-changes``)."""
+    shards: int = Field(default=16, ge=1, le=999)
+    """How many Chroma collections hold the users' memories, each holding many users' (filtered
+    by a ``user`` field, ids tagged with their owner): Chroma's memory grows by ~2.6 MB per
+    collection (its HNSW index's fixed cost) and ~17 KB per user, so this bounds it (measured on
+    ``chroma run``: 2,640 KB per user with one collection per user, 17 KB with 16 shards).
+    Collections of the one-per-user layout, or of another shard count, are copied into these
+    when the store opens and removed once the copies read back the same."""
     cache_collections: int = Field(default=64, ge=1)
-    """Most users whose Chroma collection handles are kept, least recently used dropped first
-    (looked up again at the next use). This bounds the proxy's handles only: the embedded store
-    (chromadb's ``PersistentClient``) keeps the HNSW index of every collection it has opened in
-    memory, about 2.6 MB each, for the life of the process, because shrinking chromadb's pool
-    made it fail to reopen evicted indexes; with many users, run ``chroma run`` and set ``url``.
-    Recall of a user whose index is loaded does not touch Chroma; writes and first recalls do."""
+    """Most Chroma collection handles kept, least recently used dropped first (looked up again
+    at the next use); at least ``shards + 1`` keeps every handle. Recall of a user whose index is
+    loaded does not touch Chroma; writes and first recalls do."""
 
 
 class EmbedderConfig(Frozen):
