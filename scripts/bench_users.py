@@ -13,8 +13,9 @@ Each run is one fresh process (RSS never shrinks much once grown, so runs must n
     python scripts/bench_users.py [--users 1000] [--url http://127.0.0.1:8000]
         [--cache-collections 64] [--index-cache-mb 1024]
 
-``--cache-collections`` bounds the proxy's collection handles only; embedded chromadb keeps every
-HNSW index it has opened whatever it is (see README, "Memory per user").
+``--cache-collections`` bounds the proxy's collection handles only. Users share
+``store.shards`` collections, so Chroma's fixed cost per HNSW index is paid per shard, not per
+user (see README, "Memory per user").
 """
 
 from __future__ import annotations
