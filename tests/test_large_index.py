@@ -203,3 +203,39 @@ def test_the_latency_benchmark_runs_both_paths_and_finds_its_targets():
     figures = recall_latency(6000, queries=20, exhaustive_upto=6000)
     assert figures["hit_at_10"] >= 0.9 and figures["exhaustive_hit_at_10"] >= 0.9
     assert 0 < figures["p50_ms"] <= figures["p99_ms"] and figures["merge_ms"] > 0
+
+
+def test_rewrites_deletions_masks_and_access_statistics_stay_right_in_place():
+    hits, vectors = memories(400)
+    index = LargeIndex(hits, vectors)
+    q = noisy(vectors, np.array([55]), 0.3)[0]
+    # a memory written again and again (each reinforcement replaces it) stays findable:
+    # the replaced rows leave the ANN instead of taking its places
+    for i in range(140):
+        again = MemoryHit("m55", hits[55].text, {**hits[55].metadata, "reinforcements": i})
+        index = apply_changes(index, [([again], vectors[55:56])])
+    assert isinstance(index, LargeIndex) and len(index) == 400
+    assert top(index, q, "only55")[0] == "m55" and index.ann._index.ntotal == 400
+    # the same memory twice in one run of writes is held once, and deleted once for all
+    twice = [MemoryHit("m56", "first", {"session": "s5"}), MemoryHit("m56", "second", {})]
+    index = apply_changes(index, [([twice[0]], vectors[56:57]), ([twice[1]], vectors[56:57])])
+    assert index is not None and [h.text for h in index.live() if h.id == "m56"] == ["second"]
+    index = apply_changes(index, [frozenset({"m56"})])
+    assert index is not None and all(h.id != "m56" for h in index.live())
+    # a mask (a deletion not yet applied) outlives a metadata update of that memory
+    index = index.masked(frozenset({"m55"}))
+    index = apply_changes(index, [{"m55": {"importance": 0.5}}])
+    assert index is not None and "m55" not in top(index, q, "only55", 50)
+    # access statistics update records in place; the index reads them again for decay
+    record = index.record("m60")
+    assert record is not None and isinstance(index, LargeIndex)
+    record.metadata["last_access_at"] = 2.0e9
+    record.__dict__.pop("record", None)
+    index.reread(["m60"])
+    assert index._cols["last_used"].view[index.position["m60"]] == 2.0e9
+    # a speaker whose memories are all gone is no longer a name the query analysis knows
+    said = [MemoryHit(f"z{i}", "Zoe: hi", {"session": "z", "speaker": "Zoe"}) for i in range(2)]
+    index = apply_changes(index, [(said, vectors[:2])])
+    assert index is not None and "zoe" in index.names
+    index = apply_changes(index, [frozenset({"z0", "z1"})])
+    assert index is not None and "zoe" not in index.names

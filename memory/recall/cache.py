@@ -193,7 +193,13 @@ class IndexCache:
                     self._publish(user, *await self._build(user))
                     continue
                 changes = self._pending.pop(user, [])
-                index = await asyncio.to_thread(apply_changes, self._index[user], changes)
+                try:
+                    index = await asyncio.to_thread(apply_changes, self._index[user], changes)
+                except Exception:  # a LargeIndex changes in place: half-changed, it must go
+                    log.exception("memory index not updated, rebuilding it from the store")
+                    self._index.pop(user, None)
+                    self._bytes.pop(user, None)
+                    continue
                 if index is None:
                     self._reload.add(user)  # the old index serves recall meanwhile
                 else:

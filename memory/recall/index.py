@@ -298,6 +298,11 @@ class UserIndex:
         """The memories held."""
         return iter(self.hits)
 
+    def reread(self, ids: Iterable[str]) -> None:
+        """Records of memories ``ids`` were updated in place (access statistics): nothing to do
+        here, as every change re-reads all of this index's metadata arrays (a
+        :class:`memory.recall.large.LargeIndex` reads those rows again at once)."""
+
     def nearest(self, unit: np.ndarray) -> tuple[MemoryHit, float, np.ndarray]:
         """The memory (of a non-empty dense index) nearest to the unit vector ``unit``:
         ``(record, cosine, its unit vector)``."""

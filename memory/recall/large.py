@@ -164,13 +164,19 @@ class Ann:
         rows = np.random.default_rng(0).choice(len(sample), take, replace=False)
         self._index.train(np.ascontiguousarray(sample[np.sort(rows)]))
         self._index.nprobe = min(NPROBE, self.lists)
+        self._index.set_direct_map_type(faiss.DirectMap.Hashtable)  # type: ignore[attr-defined]
         self.trained_on = len(sample)
         """How many vectors the lists were trained for."""
 
-    def add(self, first: int, vectors: np.ndarray) -> None:
-        """Add ``vectors`` (unit, shape ``(m, dim)``) as rows ``first .. first + m - 1``."""
-        ids = np.arange(first, first + len(vectors), dtype=np.int64)
+    def add(self, rows: np.ndarray, vectors: np.ndarray) -> None:
+        """Add ``vectors`` (unit, shape ``(m, dim)``) as ``rows`` (shape ``(m,)``)."""
+        ids = np.ascontiguousarray(rows, dtype=np.int64)
         self._index.add_with_ids(np.ascontiguousarray(vectors, dtype=np.float32), ids)
+
+    def remove(self, rows: Sequence[int]) -> None:
+        """Drop ``rows`` (deleted memories never take a search's places)."""
+        ids = np.ascontiguousarray(rows, dtype=np.int64)
+        self._index.remove_ids(faiss.IDSelectorArray(len(ids), faiss.swig_ptr(ids)))
 
     def search(self, vector: np.ndarray, k: int) -> np.ndarray:
         """Rows of (about) the ``k`` vectors with the largest inner product, shape ``(<=k,)``."""
@@ -300,6 +306,16 @@ def _renumber(neighbours: np.ndarray, rows: np.ndarray) -> np.ndarray:
     return np.where(inside, at, -1).astype(np.int64)
 
 
+def _last_of_each(hits: list[MemoryHit], unit: np.ndarray) -> tuple[list[MemoryHit], np.ndarray]:
+    """``hits`` (and their rows of ``unit``) with only the last of each id (a later write of a
+    memory replaces an earlier one, as :meth:`UserIndex.merged` does)."""
+    last = {h.id: i for i, h in enumerate(hits)}
+    if len(last) == len(hits):
+        return hits, unit
+    keep = sorted(last.values())
+    return [hits[i] for i in keep], unit[keep]
+
+
 class LargeIndex(UserIndex):
     """One user's memories (see the module docstring), built from ``hits`` and their
     ``vectors`` (shape ``(len(hits), dim)``, not necessarily unit), which must be non-empty.
@@ -309,7 +325,7 @@ class LargeIndex(UserIndex):
     """
 
     def __init__(self, hits: Sequence[MemoryHit], vectors: Vectors) -> None:
-        unit = unit_rows(np.asarray(vectors, dtype=np.float32))
+        hits, unit = _last_of_each(list(hits), unit_rows(np.asarray(vectors, dtype=np.float32)))
         if not len(hits) or unit.shape[0] != len(hits):
             raise ValueError(f"{len(hits)} hits with {unit.shape[0]} vectors")
         dim = unit.shape[1]
@@ -317,6 +333,7 @@ class LargeIndex(UserIndex):
         self.hits: list[MemoryHit] = []
         self.position: dict[str, int] = {}
         self._gone = Column(bool)
+        self._mask = Column(bool)  # masked (deleted, not yet dropped): dormant whatever the record
         self._vec = Column(np.float32, dim)
         self._ctx = Column(np.float32, dim)
         self._cols = {name: Column(dtype) for name, dtype in _COLUMNS}
@@ -336,7 +353,7 @@ class LargeIndex(UserIndex):
         self.names: dict[str, str] = {}
         self.ann = Ann(unit)
         self.lexical = Lexical()
-        self._append(list(hits), unit)
+        self._append(hits, unit, [words(h.text, self._stemmer) for h in hits])
 
     # -- reading ---------------------------------------------------------------------------
 
@@ -364,8 +381,9 @@ class LargeIndex(UserIndex):
 
     def live(self) -> Iterator[MemoryHit]:
         """The memories held (not deleted)."""
-        gone = self._gone.view
-        return (h for i, h in enumerate(self.hits) if not gone[i])
+        with self._lock:
+            gone = self._gone.view
+            return iter([h for i, h in enumerate(self.hits) if not gone[i]])
 
     def lexical_scores(self, query: str) -> np.ndarray:
         """BM25 score of every row for ``query``, shape ``(rows,)``: the lexical top
@@ -462,10 +480,14 @@ class LargeIndex(UserIndex):
         exhaustive index without vectors of every memory instead."""
         if vectors is None:
             return UserIndex([*self.live(), *hits], None)
+        fresh, unit = _last_of_each(list(hits), unit_rows(np.asarray(vectors, dtype=np.float32)))
+        tokens = [
+            words(h.text, self._stemmer) for h in fresh
+        ]  # outside the lock: recall waits less
         with self._lock:
-            self._delete({h.id for h in hits} & self.position.keys())
-            self._append(list(hits), unit_rows(np.asarray(vectors, dtype=np.float32)))
-        if self._vec.n > RETRAIN_GROWTH * self.ann.trained_on:
+            self._delete({h.id for h in fresh} & self.position.keys())
+            self._append(fresh, unit, tokens)
+        if len(self.position) > RETRAIN_GROWTH * self.ann.trained_on:
             self._retrain()
         return self
 
@@ -474,11 +496,17 @@ class LargeIndex(UserIndex):
         keeps the old one meanwhile), then given the rows added since, and swapped in."""
         with self._lock:
             upto = self._vec.n
-            snapshot = self._vec.view.copy()
+            held = np.flatnonzero(~self._gone.view)
+            snapshot = self._vec.view[held]
         ann = Ann(snapshot)
-        ann.add(0, snapshot)
+        ann.add(held, snapshot)
         with self._lock:
-            ann.add(upto, self._vec.view[upto:])
+            later = np.arange(upto, self._vec.n)
+            later = later[~self._gone.view[later]]
+            ann.add(later, self._vec.view[later])
+            since = held[self._gone.view[held]]  # deleted while the new lists were trained
+            if len(since):
+                ann.remove(since.tolist())
             self.ann = ann
 
     def updated(self, updates: Mapping[str, Mapping[str, Any]]) -> UserIndex | None:
@@ -509,20 +537,30 @@ class LargeIndex(UserIndex):
             self._delete(set(ids) & self.position.keys())
         return self
 
+    def reread(self, ids: Iterable[str]) -> None:
+        """Read the metadata columns of memories ``ids`` again from their records (which
+        :class:`memory.write.access.AccessStats` updates in place)."""
+        with self._lock:
+            rows = sorted({self.position[i] for i in ids if i in self.position})
+            self._set_columns(np.array(rows, dtype=np.int64), [self.hits[r] for r in rows])
+
     def masked(self, ids: frozenset[str]) -> UserIndex:
         """This index with the memories ``ids`` marked dormant (never recalled)."""
         with self._lock:
             rows = [self.position[i] for i in ids if i in self.position]
+            self._mask.view[rows] = True
             self._cols["dormant"].view[rows] = True
         return self
 
-    def _append(self, hits: list[MemoryHit], unit: np.ndarray) -> None:
+    def _append(self, hits: list[MemoryHit], unit: np.ndarray, tokens: list[list[str]]) -> None:
+        """Add ``hits`` (distinct ids, none held) with their unit vectors and BM25 tokens; the
+        id -> row map last, so a reader never finds a row whose columns are not there yet."""
         first = self._vec.n
         rows = np.arange(first, first + len(hits))
         self.hits.extend(hits)
-        self.position.update({h.id: int(r) for h, r in zip(hits, rows, strict=True)})
         self._vec.extend(unit)
         self._gone.extend(np.zeros(len(hits), bool))
+        self._mask.extend(np.zeros(len(hits), bool))
         for column in (self._prev, self._next):
             column.extend(np.full(len(hits), -1))
         for name, dtype in _COLUMNS:
@@ -544,8 +582,9 @@ class LargeIndex(UserIndex):
             self._link(r, hit)
         neighbours = np.concatenate([self._prev.view[rows], self._next.view[rows]]).tolist()
         self._refresh_context([*touched, *neighbours])
-        self.ann.add(first, unit)
-        self.lexical.add(first, [words(h.text, self._stemmer) for h in hits])
+        self.ann.add(rows, unit)
+        self.lexical.add(first, tokens)
+        self.position.update({h.id: int(r) for h, r in zip(hits, rows, strict=True)})
 
     def _with_session(self, rows: np.ndarray, unit: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         sessions = self._session.view[rows]
@@ -608,7 +647,11 @@ class LargeIndex(UserIndex):
         if rows:
             self._gone.view[rows] = True
             self._count_days(np.array(rows), -1)
+            self.ann.remove(rows)
             self.lexical.delete(rows)
+            self._speakers.subtract(s for r in rows if (s := self.hits[r].record.speaker))
+            self._speakers = +self._speakers  # drop speakers with no memory left
+            self.names = first_names(self._speakers)
             self._refresh_context(n for n in near if n >= 0 and not self._gone.view[n])
 
     def _set_columns(self, rows: np.ndarray, hits: Sequence[MemoryHit]) -> None:
@@ -618,6 +661,7 @@ class LargeIndex(UserIndex):
         self._count_days(rows, -1)  # what the rows held (nothing for new, zeroed rows)
         for name, values in metadata_columns([h.record for h in hits]).items():
             self._cols[name].view[rows] = values
+        self._cols["dormant"].view[rows] |= self._mask.view[rows]  # a mask outlives updates
         self._count_days(rows, +1)
 
     def _count_days(self, rows: np.ndarray, sign: int) -> None:

@@ -71,6 +71,8 @@ class AccessStats:
                     hit.metadata.update(update)
                     hit.__dict__.pop("record", None)
                 updates[mid] = update
+            if index is not None:
+                index.reread(touched)  # decay reads last_used from the index's arrays
             try:
                 await self.store.update_metadata(user, updates)
             except MemoryLayerError:
