@@ -31,17 +31,18 @@ Lines are printed as each figure is measured; at the end the time a full run wou
         [--parts recall,users,load,writer]
 
 ``--quick`` is a smoke run (2k/5k memories, 1/50/100 users, 1/4 clients for 3 s, 512
-exchanges: about 2 minutes). Measured with ``--quick`` on this machine (2 cores shared with
-other benchmarks, 23 GB), in three runs: against a ``chroma run`` server a user took 70 to
-130 ms, so 10,000 users would take 14 to 19 minutes, over 15 minutes in two runs of three
-(each run prints its own estimate). But the server grew by about 2.7 MB per user (the proxy by 16 to
-30 KB), and an embedded store grows the proxy by as much, so 10,000 users need about 27 GB,
-more than this machine has: a size that would not fit in 80 % of the memory available is not
-run, and the output says so. A full run here is then about 2 min of users (10,000 not run),
-3 min of load levels (more if the 64-client backlog drains slowly: each drain waits up to
-120 s) and 2 to 3 min of writer (26 to 37 exchanges/s with the default scorer, 87 with
-``--scorer lexical``), plus the recall sizes (not measured yet: they take what
-``recall_latency`` takes to build and query 1M synthetic memories).
+exchanges: about 2 minutes). A size of users that would not fit in 80 % of the memory
+available is not run, and the output says so.
+
+On this machine (2 cores, often shared with another benchmark, 23 GB), with the store's
+users in 16 shard collections, the parts took:
+
+- recall at 10k/100k/1M memories: about 5 min, most of it building the 1M user;
+- users: 1,000 users took 180 s; the server grew by 76 KB per user (about 2.7 MB per user
+  before the store was sharded), and the proxy by 18 KB. 10,000 users take over 25 minutes
+  (a user costs 100-180 ms here);
+- load at 1/8/64 clients for 20 s: about 4.5 min, each drain waiting up to 120 s;
+- writer: about 2 min, 35 exchanges/s with the default scorer (87 with ``--scorer lexical``).
 """
 
 from __future__ import annotations
