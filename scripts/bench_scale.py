@@ -39,8 +39,8 @@ users in 16 shard collections, the parts took:
 
 - recall at 10k/100k/1M memories: about 5 min, most of it building the 1M user;
 - users: 1,000 users took 180 s; the server grew by 76 KB per user (about 2.7 MB per user
-  before the store was sharded), and the proxy by 18 KB. 10,000 users take over 25 minutes
-  (a user costs 100-180 ms here);
+  before the store was sharded), and the proxy by 18 KB. 10,000 users took 20.4 minutes:
+  the proxy grew 20.4 KB per user, the server 13.7 KB per user;
 - load at 1/8/64 clients for 20 s: about 4.5 min, each drain waiting up to 120 s;
 - writer: about 2 min, 35 exchanges/s with the default scorer (87 with ``--scorer lexical``).
 """
