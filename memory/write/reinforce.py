@@ -19,7 +19,7 @@ import numpy as np
 
 from memory.embedders import Vectors
 from memory.metabolism.resonance import says_same
-from memory.recall.index import IndexChange, UserIndex
+from memory.recall.index import IndexChange
 from memory.record import SCHEMA_VERSION, MemoryRecord
 from memory.score.symbiosis import Score
 from memory.store.chroma import to_chroma_metadata
@@ -78,12 +78,6 @@ def memory_metadata(
         "provenance": [exchange.id],
         **{k: v for k, v in exchange.metrics.items() if isinstance(v, int | float | str)},
     }
-
-
-def nearest_in_index(index: UserIndex, unit: np.ndarray) -> tuple[MemoryHit, float, np.ndarray]:
-    """The memory of a loaded, non-empty dense ``index`` nearest to the unit vector ``unit``:
-    ``(record, cosine, its unit vector)``."""
-    return index.nearest(unit)
 
 
 def reinforces(

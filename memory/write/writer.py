@@ -25,7 +25,7 @@ from memory.types import Exchange
 from memory.write.access import AccessStats
 from memory.write.gate import importance
 from memory.write.judge_worker import JudgeWorker
-from memory.write.reinforce import Target, nearest_in_index, plan_batch, reinforces
+from memory.write.reinforce import Target, plan_batch, reinforces
 from memory.write.stats import WriteStats
 
 log = logging.getLogger(__name__)
@@ -276,7 +276,7 @@ class Writer:
             if index is not None and index.vectors is not None:
                 if not len(index):
                     break
-                hit, similarity, vector = nearest_in_index(index, unit[i])
+                hit, similarity, vector = index.nearest(unit[i])
             else:  # not loaded (no recall for this user yet): ask the store
                 nearest = await self.store.query(user, unit[i], 1)
                 if not nearest:
