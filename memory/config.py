@@ -244,13 +244,18 @@ class MemoryConfig(Frozen):
     and reply, takes half as many exchanges). Model calls take turns
     with recall's query embeddings (:mod:`memory.lane`), so a recall waits for at most one
     chunk: 8 exchanges is about 150 ms of MiniLM on two CPU cores (``scripts/bench_load.py``)."""
+    max_lag_s: float = Field(default=2.0, ge=0)
+    """Admission control: how far behind the writer may fall, in seconds of its own work.
+    While the exchanges waiting in the outbox would take longer than this to write (their count
+    times the writer's measured seconds per exchange), a new chat request waits (at most
+    ``backlog_wait_ms``) before its recall, and the writer's model calls go before recall's
+    (:mod:`memory.lane`). Under a load the CPU cannot keep up with, chats are slowed instead
+    of memory falling minutes behind (``scripts/bench_load.py``); with a real model upstream
+    the writer is rarely behind at all. 0 turns it off."""
     max_backlog: int = Field(default=0, ge=0)
-    """Admission control, off by default (0): while the outbox holds more exchanges than this,
-    a new chat request waits (at most ``backlog_wait_ms``) for the writer before its recall, so
-    under a load the CPU cannot keep up with, memory falls seconds behind, not minutes, and
-    chats are slowed instead (128 is about 4 s of MiniLM write-back on two cores:
-    ``scripts/bench_load.py --max-backlog 128``)."""
-    backlog_wait_ms: float = Field(default=5000, ge=0)
+    """A second bound, off by default (0): a new chat request also waits while the outbox holds
+    more exchanges than this."""
+    backlog_wait_ms: float = Field(default=15000, ge=0)
     """Longest a request waits for room in the outbox; then it goes on (nothing is lost: its
     exchange is queued like any other)."""
     retry_base_s: float = Field(default=0.5, gt=0)

@@ -8,6 +8,11 @@ call at a time; a waiting recall call is granted the lane before a waiting write
 write is granted after at most ``recall_burst`` recalls in a row, so the writer is slowed under
 load, never stopped. Write work is cut into chunks (:class:`LaneEmbedder` ``chunk``), so a
 recall waits for at most one chunk.
+
+When the writer has fallen too far behind (``write_first``, ``memory.max_lag_s``) the order
+flips and writes go first: the lane is then backpressure. Recall still runs on every request,
+but later, so clients that send as fast as they are answered slow down to what the CPU can
+also remember, and the backlog stays a few seconds of work instead of minutes.
 """
 
 from __future__ import annotations
@@ -15,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Literal
 
 import numpy as np
@@ -43,6 +48,9 @@ class ModelLane:
             "write": deque(),
         }
         self._recalls_in_a_row = 0
+        self.write_first: Callable[[], bool] = lambda: False
+        """Whether a waiting write goes before a waiting recall now (the writer's backlog is
+        too long: :meth:`memory.write.writer.Writer.behind`); asked at each hand-over."""
 
     @contextlib.asynccontextmanager
     async def turn(self, kind: Kind) -> AsyncIterator[None]:
@@ -73,7 +81,8 @@ class ModelLane:
             while queue and queue[0].done():
                 queue.popleft()
         recall, write = self._waiting["recall"], self._waiting["write"]
-        if recall and not (write and self._recalls_in_a_row >= self.recall_burst):
+        write_turn = write and (self._recalls_in_a_row >= self.recall_burst or self.write_first())
+        if recall and not write_turn:
             self._count("recall")
             return recall.popleft()
         if write:

@@ -12,8 +12,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import math
 import time
+from collections import deque
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import asdict
 from typing import Any, Protocol
@@ -58,6 +58,10 @@ from memory.write.writer import Writer
 log = logging.getLogger(__name__)
 
 INGEST_ENDPOINT = "ingest"
+
+ADMITTED_TTL_S = 30.0
+"""How long an admitted request counts toward the writer's backlog without its exchange being
+queued (a request that failed, or a stream longer than this, stops counting)."""
 """``Exchange.endpoint`` of memories loaded by ``symbiotic-memory ingest``."""
 
 
@@ -120,6 +124,12 @@ class MemoryService:
         self.access = AccessStats(self._write_store(), self.cache.loaded)
         self.judging = self._judge_worker()
         self.writer = self._writer()
+        self.lane.write_first = self.writer.behind
+        self._admitted: deque[float] = deque()
+        """When each request admitted by :meth:`backlog_room` was, until its exchange is queued
+        (or :data:`ADMITTED_TTL_S` passed: a request that ends without one)."""
+        self._waiting: deque[asyncio.Event] = deque()
+        """Requests waiting in :meth:`backlog_room`, first come first."""
         self.cycle = SleepCycle(store, self.scores, self.metabolism, self.cache, self.shared)
         self.recaller = self._recaller()
 
@@ -318,6 +328,8 @@ class MemoryService:
             self.stats.skipped += 1
             return False
         self.outbox.append(exchange)
+        if self._admitted:  # it is in the outbox now: counted there
+            self._admitted.popleft()
         self.stats.queued += 1
         self.writer.wake()
         return True
@@ -355,22 +367,47 @@ class MemoryService:
         """Exchanges waiting in the outbox."""
         return self.outbox.count()
 
+    def backlog_full(self) -> bool:
+        """Whether the writer's backlog is over a bound: its work in the outbox, counting the
+        requests admitted whose exchanges are not queued yet, exceeds ``memory.max_lag_s``
+        seconds (:meth:`Writer.behind`), or the outbox holds more than ``memory.max_backlog``
+        exchanges (when set)."""
+        horizon = time.monotonic() - ADMITTED_TTL_S
+        while self._admitted and self._admitted[0] < horizon:
+            self._admitted.popleft()
+        bound = self.config.max_backlog
+        return self.writer.behind(len(self._admitted)) or (bound > 0 and self.pending > bound)
+
     async def backlog_room(self) -> float:
-        """Wait while the outbox holds more than ``memory.max_backlog`` exchanges, at most
-        ``memory.backlog_wait_ms``; returns the seconds waited (0.0 when there was room).
+        """Admission control: wait while :meth:`backlog_full`, in arrival order, at most
+        ``memory.backlog_wait_ms``, then admit the request (its exchange counts toward the
+        backlog from now, so waiters are let in as room appears, not all at once); returns the
+        seconds waited (0.0 when there was room and nobody waiting).
 
         The writer is not stopped meanwhile: an exchange that waits is written like any other.
         """
-        bound = self.config.max_backlog
-        if bound <= 0 or self.pending <= bound:
+        if not self._waiting and not self.backlog_full():
+            self._admitted.append(time.monotonic())
             return 0.0
         started = time.monotonic()
-        # the writer drains in batches of up to write_batch_max: polling every 50 ms is enough
-        for _ in range(math.ceil(self.config.backlog_wait_ms / 50)):
-            await asyncio.sleep(0.05)
-            if self.pending <= bound:
-                break
+        deadline = started + self.config.backlog_wait_ms / 1000
+        turn = asyncio.Event()
+        self._waiting.append(turn)
+        try:
+            while time.monotonic() < deadline:
+                if self._waiting[0] is turn and not self.backlog_full():
+                    break
+                # the writer drains in chunks of a few hundred ms: looking every 50 ms is enough
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(min(0.05, max(0.0, deadline - time.monotonic()))):
+                        await turn.wait()
+                turn.clear()
+        finally:
+            self._waiting.remove(turn)
+            if self._waiting:
+                self._waiting[0].set()  # the next in line looks now, not at its next poll
         self.stats.backlog_waits += 1
+        self._admitted.append(time.monotonic())
         return time.monotonic() - started
 
     async def index_ready(self, user: str) -> None:
@@ -478,7 +515,11 @@ class MemoryService:
             report["embedder"] = {"ok": True, "name": self.embedder.name, "dim": dim}
         except EmbedderError as exc:
             report["embedder"] = {"ok": False, "name": self.embedder.name, "error": str(exc)}
-        report["writer"] = {"pending": self.pending, **vars(self.stats)}
+        report["writer"] = {
+            "pending": self.pending,
+            "lag_s": round(self.writer.lag_s(), 2),
+            **vars(self.stats),
+        }
         report["breakers"] = {name: b.snapshot() for name, b in self.breakers.items()}
         return report
 

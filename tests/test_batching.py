@@ -169,12 +169,60 @@ async def test_a_request_waits_for_the_writer_while_the_backlog_is_over_its_boun
     assert await proxy.memory.backlog_room() == 0.0  # room: no wait
 
 
-async def test_no_backlog_bound_by_default(start_proxy: StartProxy, fake: FakeOllama):
+async def test_no_count_bound_and_no_lag_before_the_writer_has_measured_itself(
+    start_proxy: StartProxy, fake: FakeOllama
+):
     proxy = await start_proxy()
     fake.embed_delay_s = 1.0
     for i in range(300):
         assert proxy.memory.observe(backlog_exchange(i))
+    assert proxy.memory.writer.seconds_per_exchange is None  # its first batch is not done
     assert await proxy.memory.backlog_room() == 0.0
+    fake.embed_delay_s = 0.0
+
+
+async def test_requests_are_admitted_in_order_as_the_writer_makes_room(
+    start_proxy: StartProxy, fake: FakeOllama
+):
+    """``memory.max_lag_s``: the backlog is bounded in seconds of the writer's measured work;
+    the requests it holds are let in first come first, and each one admitted counts toward the
+    backlog until its exchange is queued, so they are not let in all at once."""
+    proxy = await start_proxy(memory={"max_lag_s": 0.1, "write_chunk": 4, "backlog_wait_ms": 20000})
+    memory = proxy.memory
+    fake.embed_delay_s = 0.1  # per model call of up to 4 texts: about 25 ms per exchange
+    for i in range(8):
+        assert memory.observe(backlog_exchange(i))
+    await proxy.flush()
+    cost = memory.writer.seconds_per_exchange
+    assert cost is not None and 0.02 < cost < 0.2
+    for i in range(60):  # a few seconds of the writer's work
+        assert memory.observe(backlog_exchange(i))
+    assert memory.backlog_full()
+    admitted: list[int] = []
+    let_in = [asyncio.Event() for _ in range(5)]
+
+    async def request(n: int) -> float:
+        waited = await memory.backlog_room()
+        admitted.append(n)
+        let_in[n].set()
+        return waited
+
+    tasks = [asyncio.create_task(request(n)) for n in range(5)]
+    async with asyncio.timeout(15):  # the writer writes the backlog first (a few seconds)
+        await let_in[0].wait()
+    await asyncio.sleep(0.3)
+    # one is let in while the lag is at most 0.1 s, itself counted from then on
+    room = int(0.1 / memory.writer.seconds_per_exchange) + 1
+    assert 1 <= len(admitted) <= room < 5  # not all five at once
+    assert admitted == list(range(len(admitted)))  # first come first
+    for n in range(5):  # the admitted requests' exchanges are queued, written, room appears
+        async with asyncio.timeout(15):
+            await let_in[n].wait()
+        assert memory.observe(backlog_exchange(1000 + n))
+    waits = await asyncio.gather(*tasks)
+    assert admitted == [0, 1, 2, 3, 4]
+    assert waits[0] > 1.0 and waits[-1] > waits[0] + 0.1  # the last waited for room
+    assert memory.stats.backlog_waits == 5
     fake.embed_delay_s = 0.0
 
 

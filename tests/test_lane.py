@@ -71,6 +71,29 @@ async def test_recall_first_but_a_write_gets_a_turn_after_the_burst():
     assert not lane.busy
 
 
+async def test_writes_go_first_while_the_writer_is_behind():
+    lane = ModelLane(recall_burst=2)
+    behind = {"now": True}
+    lane.write_first = lambda: behind["now"]
+    order: list[str] = []
+
+    async def call(kind: str, label: str) -> None:
+        async with lane.turn(kind):  # type: ignore[arg-type]
+            order.append(label)
+            if label == "w1":
+                behind["now"] = False  # caught up: recall first again
+            await asyncio.sleep(0.01)
+
+    holder = asyncio.create_task(call("recall", "r0"))
+    await asyncio.sleep(0)
+    tasks = [asyncio.create_task(call("recall", f"r{i}")) for i in (1, 2, 3)]
+    tasks += [asyncio.create_task(call("write", f"w{i}")) for i in (1, 2, 3)]
+    await asyncio.gather(holder, *tasks)
+    # behind: the waiting write goes before the three waiting recalls; then recall first,
+    # with a write after every second recall as usual
+    assert order == ["r0", "w1", "r1", "r2", "w2", "r3", "w3"]
+
+
 async def test_a_cancelled_waiter_leaves_the_lane_usable():
     lane = ModelLane()
     started = asyncio.Event()

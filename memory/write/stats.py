@@ -26,4 +26,4 @@ class WriteStats:
     judge_skipped: int = 0
     """Exchanges not sent to the judge because its queue was full."""
     backlog_waits: int = 0
-    """Requests that waited for room in the outbox (``memory.max_backlog``)."""
+    """Requests that waited for the writer (``memory.max_lag_s``, ``memory.max_backlog``)."""

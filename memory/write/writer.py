@@ -33,6 +33,13 @@ log = logging.getLogger(__name__)
 POLL_S = 0.01
 """How often ``flush`` looks at the outbox."""
 
+PENDING_TTL_S = 0.1
+"""How long :meth:`Writer.behind` reuses its count of the outbox (it is asked at every hand-over
+of the model lane, hundreds of times a second under load)."""
+
+COST_WEIGHT = 0.3
+"""Weight of the newest batch in the writer's running mean of seconds per exchange."""
+
 
 def backoff_s(attempts: int, base_s: float, max_s: float) -> float:
     """Delay before the next try of a row that failed ``attempts`` times before:
@@ -76,6 +83,10 @@ class Writer:
         self.judge = judge
         self._wake = asyncio.Event()
         self._urgent = False
+        self.seconds_per_exchange: float | None = None
+        """Running mean (weight :data:`COST_WEIGHT` per batch) of a batch's wall time per row;
+        None before the first batch."""
+        self._pending: tuple[float, int] = (-1.0, 0)
         self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
@@ -112,14 +123,41 @@ class Writer:
         finally:
             self._urgent = False
 
+    def lag_s(self, coming: int = 0) -> float:
+        """Estimated seconds of work in the outbox, plus ``coming`` exchanges not queued yet:
+        rows times :attr:`seconds_per_exchange` (0.0 before the first batch). The count of
+        rows is at most :data:`PENDING_TTL_S` old."""
+        now = time.monotonic()
+        if now - self._pending[0] > PENDING_TTL_S:
+            self._pending = (now, self.outbox.count())
+        return (self._pending[1] + coming) * (self.seconds_per_exchange or 0.0)
+
+    def behind(self, coming: int = 0) -> bool:
+        """Whether :meth:`lag_s` is over ``memory.max_lag_s`` (0: never). Then the writer's
+        model calls go before recall's (:attr:`memory.lane.ModelLane.write_first`) and new
+        chat requests wait (:meth:`memory.service.MemoryService.backlog_room`)."""
+        bound = self.config.max_lag_s
+        return bound > 0 and self.lag_s(coming) > bound
+
     async def _drain(self) -> None:
         while True:
             rows = self.outbox.due(time.time(), self.config.write_batch_max)
             if rows:
+                started = time.monotonic()
                 await self.write_rows(rows)
+                self._learn_cost((time.monotonic() - started) / len(rows))
             else:
                 await self._idle()
             await self.access.flush_quietly()
+
+    def _learn_cost(self, seconds: float) -> None:
+        # Wall time, lane waits included: while recall goes first this overstates the cost, so
+        # the writer claims the lane early rather than late.
+        last = self.seconds_per_exchange
+        self.seconds_per_exchange = (
+            seconds if last is None else (1 - COST_WEIGHT) * last + COST_WEIGHT * seconds
+        )
+        self._pending = (-1.0, 0)
 
     async def _idle(self) -> None:
         """Sleep until woken or until the next row is due, then let the answer finish."""
