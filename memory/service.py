@@ -324,12 +324,12 @@ class MemoryService:
         Raises:
             StoreError: the outbox could not take it.
         """
+        if self._admitted:  # its request's exchange is here: counted in the outbox from now
+            self._admitted.popleft()
         if not keepable(exchange):
             self.stats.skipped += 1
             return False
         self.outbox.append(exchange)
-        if self._admitted:  # it is in the outbox now: counted there
-            self._admitted.popleft()
         self.stats.queued += 1
         self.writer.wake()
         return True
