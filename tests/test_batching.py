@@ -226,6 +226,32 @@ async def test_requests_are_admitted_in_order_as_the_writer_makes_room(
     fake.embed_delay_s = 0.0
 
 
+async def test_chats_are_not_held_for_a_writer_whose_embedder_is_down(
+    start_proxy: StartProxy, fake: FakeOllama
+):
+    proxy = await start_proxy(memory={"max_lag_s": 0.1, "retry_base_s": 0.05})
+    memory = proxy.memory
+    fake.embed_delay_s = 0.05
+    for i in range(8):
+        assert memory.observe(backlog_exchange(i))
+    await proxy.flush()
+    cost = memory.writer.seconds_per_exchange
+    assert cost is not None
+    fake.embed_fail = True  # an outage: every batch fails and waits for its back-off
+    for i in range(100):
+        assert memory.observe(backlog_exchange(100 + i))
+    assert memory.writer.lag_s() > 0.1  # by the rows waiting, the writer is far behind
+    async with asyncio.timeout(10):
+        while not memory.writer.stalled:
+            await asyncio.sleep(0.02)  # noqa: ASYNC110 (a state of the writer, no event)
+    assert memory.writer.seconds_per_exchange == cost  # a failed batch taught it nothing
+    assert not memory.backlog_full()
+    assert await memory.backlog_room() == 0.0  # the outage is not made worse
+    fake.embed_fail = False
+    fake.embed_delay_s = 0.0
+    assert await memory.flush(timeout_s=20)
+
+
 async def test_the_backlog_wait_is_bounded_and_the_request_is_served(
     start_proxy: StartProxy, fake: FakeOllama
 ):

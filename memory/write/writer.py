@@ -87,6 +87,9 @@ class Writer:
         """Running mean (weight :data:`COST_WEIGHT` per batch) of a batch's wall time per row;
         None before the first batch."""
         self._pending: tuple[float, int] = (-1.0, 0)
+        self.stalled = False
+        """Whether the last batch wrote nothing (the embedder or store failing: its rows wait
+        for their back-off). Requests are then not held for a writer that cannot write."""
         self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
@@ -133,22 +136,29 @@ class Writer:
         return (self._pending[1] + coming) * (self.seconds_per_exchange or 0.0)
 
     def behind(self, coming: int = 0) -> bool:
-        """Whether :meth:`lag_s` is over ``memory.max_lag_s`` (0: never). Then the writer's
+        """Whether :meth:`lag_s` is over ``memory.max_lag_s`` (0: never), unless the writer is
+        :attr:`stalled` (an outage is not made worse by holding chats). Then the writer's
         model calls go before recall's (:attr:`memory.lane.ModelLane.write_first`) and new
         chat requests wait (:meth:`memory.service.MemoryService.backlog_room`)."""
         bound = self.config.max_lag_s
-        return bound > 0 and self.lag_s(coming) > bound
+        return bound > 0 and not self.stalled and self.lag_s(coming) > bound
 
     async def _drain(self) -> None:
         while True:
             rows = self.outbox.due(time.time(), self.config.write_batch_max)
             if rows:
-                started = time.monotonic()
+                started, before = time.monotonic(), self._settled()
                 await self.write_rows(rows)
-                self._learn_cost((time.monotonic() - started) / len(rows))
+                settled = self._settled() - before
+                self.stalled = not settled
+                if settled:  # a failed batch says nothing of what a write costs
+                    self._learn_cost((time.monotonic() - started) / settled)
             else:
                 await self._idle()
             await self.access.flush_quietly()
+
+    def _settled(self) -> int:
+        return self.stats.written + self.stats.gated
 
     def _learn_cost(self, seconds: float) -> None:
         # Wall time, lane waits included: while recall goes first this overstates the cost, so
