@@ -243,7 +243,7 @@ async def test_chats_are_not_held_for_a_writer_whose_embedder_is_down(
     assert memory.writer.lag_s() > 0.1  # by the rows waiting, the writer is far behind
     async with asyncio.timeout(10):
         while not memory.writer.stalled:
-            await asyncio.sleep(0.02)  # noqa: ASYNC110 (a state of the writer, no event)
+            await asyncio.sleep(0.02)
     assert memory.writer.seconds_per_exchange == cost  # a failed batch taught it nothing
     assert not memory.backlog_full()
     assert await memory.backlog_room() == 0.0  # the outage is not made worse
