@@ -125,7 +125,9 @@ async def healthz(proxy: RunningProxy) -> dict[str, Any]:
 
 
 async def test_full_disk_through_the_proxy_nothing_lost(start_proxy: StartProxy):
-    proxy = await start_proxy(memory={"spill_retry_s": 0.05}, metabolism={"enabled": False})
+    proxy = await start_proxy(
+        memory={"spill_retry_s": 0.05}, metabolism={"enabled": False}, symbiosis={"enabled": False}
+    )
     statuses: list[str] = []
 
     async def seen(response: httpx.Response) -> None:
@@ -155,6 +157,8 @@ async def test_full_disk_through_the_proxy_nothing_lost(start_proxy: StartProxy)
     assert "database or disk is full" in health["outbox"]["error"]
     assert health["outbox"]["dropped"] == 0
     assert await stored_count(proxy, "alice") == 1
+    held = [r for r in await proxy.memory.export("alice") if r["state"] == "pending"]
+    assert len(held) == 10 and all(r["metadata"]["spilled"] for r in held)
     undo()  # space is back: the periodic retry moves the spilled exchanges, in order
     for _ in range(100):
         if (await healthz(proxy))["outbox"]["ok"]:
