@@ -262,6 +262,12 @@ class MemoryConfig(Frozen):
     """First back-off after a failed write-back; doubles per attempt up to ``retry_max_s``."""
     retry_max_s: float = Field(default=60.0, gt=0)
     """Longest back-off between write-back attempts (a queued exchange is never dropped)."""
+    spill_max: int = Field(default=1000, ge=0)
+    """Most exchanges kept in memory while the outbox cannot take them (a full disk, an I/O
+    error, a read-only file): they are moved into it, in order, as soon as it can again. One
+    arriving while this many wait is lost (logged as an error, counted in ``/healthz``)."""
+    spill_retry_s: float = Field(default=1.0, gt=0)
+    """How often spilled exchanges are offered to the outbox again (also before each append)."""
     coherence_ms: float = Field(default=250, gt=0)
     """With a shared store (``store.url``): how often a replica reads the store's change log
     to apply other replicas' writes and deletes to its in-memory indexes."""

@@ -15,7 +15,6 @@ import logging
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Mapping
-from dataclasses import asdict
 from typing import Any, Protocol
 
 import aiohttp
@@ -45,6 +44,7 @@ from memory.resilience import CircuitBreaker
 from memory.score.judge import Judge
 from memory.score.keeper import ScoreKeeper
 from memory.score.symbiosis import Scorer
+from memory.snapshot import one_view
 from memory.store.archive import RawArchive
 from memory.store.chroma import ChromaStore, Store
 from memory.store.outbox import Outbox
@@ -52,6 +52,7 @@ from memory.store.score_log import ScoreLog
 from memory.types import Exchange, MemoryBlock, MemoryHit, Scope
 from memory.write.access import AccessStats
 from memory.write.judge_worker import JudgeWorker
+from memory.write.spill import Spill
 from memory.write.stats import WriteStats
 from memory.write.writer import Writer
 
@@ -124,6 +125,9 @@ class MemoryService:
         self.access = AccessStats(self._write_store(), self.cache.loaded)
         self.judging = self._judge_worker()
         self.writer = self._writer()
+        self.spill = Spill(outbox, config.spill_max)
+        """Exchanges the outbox could not take (a full disk), until it can again."""
+        self._spill_task: asyncio.Task[None] | None = None
         self.lane.write_first = self.writer.behind
         self._admitted: deque[float] = deque()
         """When each request admitted by :meth:`backlog_room` was, until its exchange is queued
@@ -258,6 +262,7 @@ class MemoryService:
         if self.shared is not None:
             await self.shared.load()
         self.writer.start()
+        self._spill_task = asyncio.create_task(self._retry_spilled(), name="memory-spill")
         if self.feed is not None:
             self.feed.start()
         if self.judging is not None:
@@ -281,8 +286,14 @@ class MemoryService:
 
     async def close(self, timeout_s: float = 10.0) -> None:
         """Try to write what is queued (up to ``timeout_s``), then stop. Rows still queued stay
-        in the outbox for the next start."""
+        in the outbox for the next start; spilled exchanges the outbox still cannot take are
+        lost (logged as an error)."""
+        if self._spill_task is not None:
+            self._spill_task.cancel()
+            await asyncio.gather(self._spill_task, return_exceptions=True)
+        self.spill.retry()
         await self.writer.close(timeout_s)
+        self.spill.abandon()
         if self.feed is not None:
             await self.feed.close()
         await self.cache.close()
@@ -321,25 +332,43 @@ class MemoryService:
         """Durably queue a finished exchange for write-back (an outbox append, well under a
         millisecond); returns False when the exchange is not one to remember.
 
-        Raises:
-            StoreError: the outbox could not take it.
+        When the outbox cannot take it (a full disk, an I/O error), it waits in memory behind
+        what was spilled before (:class:`~memory.write.spill.Spill`, at most
+        ``memory.spill_max``; beyond that it is lost, logged) and :attr:`unsaved` is true.
+        Never raises for a failing outbox.
         """
         if self._admitted:  # its request's exchange is here: counted in the outbox from now
             self._admitted.popleft()
         if not keepable(exchange):
             self.stats.skipped += 1
             return False
-        self.outbox.append(exchange)
         self.stats.queued += 1
-        self.writer.wake()
+        if self.spill.put(exchange):
+            self.writer.wake()
         return True
 
-    async def flush(self, timeout_s: float | None = None) -> bool:
-        """Retry every queued exchange now and wait until the outbox is empty.
+    @property
+    def unsaved(self) -> bool:
+        """Whether an exchange answered now may not be saved: the outbox's last append failed
+        or exchanges are spilled in memory (responses then say ``X-Memory-Status: unsaved``)."""
+        return self.spill.unsaved
 
-        Returns False if ``timeout_s`` passed first (the rows stay queued).
+    async def _retry_spilled(self) -> None:
+        """Offer spilled exchanges to the outbox every ``memory.spill_retry_s``."""
+        while True:
+            await asyncio.sleep(self.config.spill_retry_s)
+            if self.spill.queue and self.spill.retry():
+                self.writer.wake()
+
+    async def flush(self, timeout_s: float | None = None) -> bool:
+        """Retry every queued exchange now (spilled ones first) and wait until the outbox is
+        empty.
+
+        Returns False if ``timeout_s`` passed first (the rows stay queued) or exchanges stay
+        spilled because the outbox still cannot take them.
         """
-        return await self.writer.flush(timeout_s)
+        moved = self.spill.retry()
+        return await self.writer.flush(timeout_s) and moved
 
     @contextlib.asynccontextmanager
     async def reading(self) -> AsyncIterator[MemoryService]:
@@ -502,7 +531,9 @@ class MemoryService:
         return deleted
 
     async def health(self) -> dict[str, Any]:
-        """``{"store": {...}, "embedder": {...}, "writer": {...}}`` with ``ok`` flags."""
+        """``{"store": {...}, "embedder": {...}, "outbox": {...}, "writer": {...}}`` with ``ok``
+        flags; ``outbox`` is :meth:`Spill.snapshot` (``ok`` false while exchanges cannot be
+        saved, ``spilled``: how many wait in memory, ``dropped``: lost since start)."""
         report: dict[str, Any] = {}
         try:
             await self.store.heartbeat()
@@ -515,6 +546,7 @@ class MemoryService:
             report["embedder"] = {"ok": True, "name": self.embedder.name, "dim": dim}
         except EmbedderError as exc:
             report["embedder"] = {"ok": False, "name": self.embedder.name, "error": str(exc)}
+        report["outbox"] = self.spill.snapshot()
         report["writer"] = {
             "pending": self.pending,
             "lag_s": round(self.writer.lag_s(), 2),
@@ -524,27 +556,23 @@ class MemoryService:
         return report
 
     async def export(self, user: str) -> list[dict[str, Any]]:
-        """Every memory of ``user`` (state ``stored``) and every exchange of theirs still in the
-        outbox (state ``pending``), as JSON-ready dicts."""
-        records = [
-            {"state": "stored", "id": h.id, "user": user, "text": h.text, "metadata": h.metadata}
-            for h in await self.store.all(user)
-        ]
-        for row in self.outbox.for_user(user):
-            records.append(
-                {
-                    "state": "pending",
-                    "id": row.exchange.id,
-                    "user": user,
-                    "text": row.exchange.text,
-                    "metadata": {
-                        "exchange": asdict(row.exchange),
-                        "attempts": row.attempts,
-                        "last_error": row.last_error,
-                    },
-                }
-            )
-        return records
+        """Every memory of ``user`` (state ``stored``) and every exchange of theirs still queued
+        (state ``pending``: in the outbox, or spilled in memory), as JSON-ready dicts, each
+        exchange once even while the writer runs (:func:`memory.snapshot.one_view`: outbox,
+        store, outbox again, in that order).
+
+        Raises:
+            StoreError: the store or the outbox cannot be read.
+        """
+        # spilled ones read first and last too: one moved into the outbox and written during
+        # the store read is then in the first read (the same argument as for the outbox)
+        spilled = [*self.spill.queue]
+        before = self.outbox.for_user(user)
+        stored = await self.store.all(user)
+        after = self.outbox.for_user(user)
+        spilled += self.spill.queue
+        mine = [e for e in spilled if e.scope.user == user]
+        return one_view(user, before, stored, after, mine)
 
 
 class UpstreamSettings(Protocol):

@@ -150,7 +150,9 @@ async def upstream_health(request: web.Request) -> dict[str, Any]:
 async def healthz(request: web.Request) -> web.Response:
     """``GET /healthz``: upstream, store and embedder status; 503 only if the upstream is down.
 
-    ``status`` is ``ok``, ``degraded`` (chat works, memory does not) or ``down``.
+    ``status`` is ``ok``, ``degraded`` (chat works, memory does not: the store or embedder is
+    unreachable, or the outbox cannot take exchanges, with ``outbox.spilled`` of them held in
+    memory and ``outbox.dropped`` lost) or ``down``.
     """
     report: dict[str, Any] = {"upstream": await upstream_health(request)}
     if MEMORY in request.app:
@@ -159,7 +161,9 @@ async def healthz(request: web.Request) -> web.Response:
         except TimeoutError:
             report["store"] = report["embedder"] = {"ok": False, "error": "health check timed out"}
     report["counters"] = asdict(request.app[COUNTERS])
-    parts = [report["upstream"]] + [report[k] for k in ("store", "embedder") if k in report]
+    parts = [report["upstream"]] + [
+        report[k] for k in ("store", "embedder", "outbox") if k in report
+    ]
     if not report["upstream"]["ok"]:
         report["status"] = "down"
     else:

@@ -38,8 +38,10 @@ log = logging.getLogger(__name__)
 
 STATUS_HEADER = "X-Memory-Status"
 """Response header: ``injected``, ``none`` (nothing relevant), ``skipped`` (memory failed or was
-slow: fail-open), ``bypassed`` (not a conversational turn: no recall, never stored; the reason
-is in :data:`REASON_HEADER`), or ``off`` (disabled by config or ``X-Memory: off``)."""
+slow: fail-open), ``unsaved`` (answered, but memory cannot save exchanges now: the outbox is
+failing, e.g. a full disk; the recall outcome is in :attr:`Plan.memory_status`), ``bypassed``
+(not a conversational turn: no recall, never stored; the reason is in :data:`REASON_HEADER`),
+or ``off`` (disabled by config or ``X-Memory: off``)."""
 REASON_HEADER = "X-Memory-Reason"
 """Response header with ``bypassed``: ``completion`` (raw prompt or fill-in-the-middle) or
 ``task`` (a client's background task, ``memory.task_patterns``)."""
@@ -62,6 +64,9 @@ class Plan:
     speaker: str | None = None
     reason: str | None = None
     """Why memory was bypassed (:data:`REASON_HEADER`), if it was."""
+    unsaved: bool = False
+    """Memory could not save exchanges when the request arrived (``X-Memory-Status: unsaved``;
+    the headers go out before the answer ends, so its own save cannot be awaited)."""
 
 
 async def read_body(request: web.Request) -> bytes:
@@ -189,6 +194,7 @@ async def plan(request: web.Request, adapter: Adapter) -> Plan:
     status = "injected" if injected else ("skipped" if block is None else "none")
     speaker = adapter.speaker(body)
     decided = Plan(sent, model, scope, query, block or MemoryBlock.empty(), status, speaker)
+    decided.unsaved = request.app[MEMORY].unsaved
     for listener in request.app.get(PLAN_LISTENERS, ()):
         listener(decided)
     return decided
@@ -238,7 +244,7 @@ class Finalizer:
 
 def memory_headers(response: web.StreamResponse, decided: Plan) -> None:
     """Set ``X-Memory-Status`` and ``X-Memory-Recalled`` on ``response``."""
-    response.headers[STATUS_HEADER] = decided.memory_status
+    response.headers[STATUS_HEADER] = "unsaved" if decided.unsaved else decided.memory_status
     if decided.reason:
         response.headers[REASON_HEADER] = decided.reason
     response.headers[RECALLED_HEADER] = str(len(decided.block.ids))

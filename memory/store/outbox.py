@@ -50,9 +50,27 @@ class OutboxRow:
     last_error: str | None
 
 
+def sql_text(text: str) -> str:
+    """``text`` as SQLite can store it (UTF-8): every lone surrogate (a ``\\ud800`` from a JSON
+    escape, or a non-UTF-8 header byte decoded with ``surrogateescape``) becomes U+FFFD, the
+    rest is kept as it was; valid text is returned unchanged.
+
+    >>> sql_text("ok \\ud800 \\U0001f600")
+    'ok \\ufffd \\U0001f600'
+    """
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        # UTF-16 with surrogatepass re-pairs split surrogate pairs; "replace" marks lone ones
+        return text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+    return text
+
+
 def exchange_to_json(exchange: Exchange) -> str:
-    """Serialise an exchange (with ``schema_version``) for the outbox."""
-    return json.dumps({"schema_version": SCHEMA_VERSION, **asdict(exchange)}, ensure_ascii=False)
+    """Serialise an exchange (with ``schema_version``) for the outbox; text SQLite cannot store
+    (lone surrogates) is kept with U+FFFD in their place (:func:`sql_text`), never refused."""
+    data = {"schema_version": SCHEMA_VERSION, **asdict(exchange)}
+    return sql_text(json.dumps(data, ensure_ascii=False))
 
 
 def exchange_from_json(raw: str) -> Exchange:
@@ -128,13 +146,24 @@ class Outbox:
         return self._db
 
     def append(self, exchange: Exchange) -> int:
-        """Durably queue ``exchange``; returns its ``seq``. Raises StoreError."""
+        """Durably queue ``exchange``; returns its ``seq``.
+
+        Raises:
+            StoreError: SQLite could not take it ("database or disk is full", a disk I/O
+                error, a read-only file, ...); the exchange is not queued.
+        """
         now = time.time()
         try:
             cursor = self.db.execute(
                 "INSERT INTO outbox (user, payload, schema_version, enqueued_at, next_attempt_at)"
                 " VALUES (?, ?, ?, ?, ?)",
-                (exchange.scope.user, exchange_to_json(exchange), SCHEMA_VERSION, now, now),
+                (
+                    sql_text(exchange.scope.user),
+                    exchange_to_json(exchange),
+                    SCHEMA_VERSION,
+                    now,
+                    now,
+                ),
             )
         except sqlite3.Error as exc:
             raise StoreError(f"outbox append failed: {exc}") from exc
@@ -178,6 +207,6 @@ class Outbox:
         """Every waiting row of ``user``, oldest first (for export)."""
         rows = self.db.execute(
             "SELECT seq, payload, attempts, last_error FROM outbox WHERE user = ? ORDER BY seq",
-            (user,),
+            (sql_text(user),),
         ).fetchall()
         return [OutboxRow(s, exchange_from_json(p), a, e) for s, p, a, e in rows]
