@@ -114,13 +114,12 @@ def test_listening_beyond_loopback_needs_authenticated_users(tmp_path: Path):
     with pytest.raises(ConfigError, match=r"listen.host 0\.0\.0\.0 is reachable.*auth\."):
         load_config(write(tmp_path, "listen:\n  host: 0.0.0.0\n"), env={})
     with pytest.raises(ConfigError, match=r"auth\.tokens_file"):  # admin.token is not enough
-        load_config(
-            None,
-            env={"SYMBIOTIC_MEMORY__LISTEN__HOST": "192.168.1.5", "SYMBIOTIC_MEMORY__ADMIN__TOKEN": "x"},
-        )
+        env = {
+            "SYMBIOTIC_MEMORY__LISTEN__HOST": "192.168.1.5",
+            "SYMBIOTIC_MEMORY__ADMIN__TOKEN": "x",
+        }
+        load_config(None, env=env)
     load_config(None, env={"SYMBIOTIC_MEMORY__LISTEN__HOST": "::1"})
-    config = load_config(
-        None,
-        env={"SYMBIOTIC_MEMORY__LISTEN__HOST": "0.0.0.0", "SYMBIOTIC_MEMORY__AUTH__TOKENS_FILE": "t"},
-    )
+    env = {"SYMBIOTIC_MEMORY__LISTEN__HOST": "0.0.0.0", "SYMBIOTIC_MEMORY__AUTH__TOKENS_FILE": "t"}
+    config = load_config(None, env=env)
     assert str(config.auth.tokens_file) == "t"
