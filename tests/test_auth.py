@@ -118,6 +118,13 @@ async def test_ollama_client_routes_need_the_token(guarded: RunningProxy, fake: 
     client = guarded.ollama(user=None, **bearer("alice"))
     await client.chat(model="llama3.2", messages=[{"role": "user", "content": "hi"}])
     await client.generate(model="llama3.2", prompt="hello")
+    streamed = await client.chat(
+        model="llama3.2", messages=[{"role": "user", "content": "stream me"}], stream=True
+    )
+    chunks = [chunk async for chunk in streamed]  # a streamed reply through the request copy
+    assert (
+        chunks[-1].done and "".join(c.message.content or "" for c in chunks) == "Noted: stream me"
+    )
     assert (await client.list()).models  # passthrough routes need it too
     anonymous = guarded.ollama(user="alice")  # a claim is no longer enough
     for call in (
