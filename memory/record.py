@@ -24,7 +24,9 @@ migration.
   ``quadrant``, ``uses_at_cycle`` and possibly ``consolidated_into``. Readers default every
   one of them (an unscored memory counts as a neutral attractor); the sleep cycle
   (``symbiotic-memory metabolize``) migrates older records by scoring them and stamping
-  version 3. The raw archive and the score log are new in this version.
+  version 3. The raw archive and the score log are new in this version. Added later within
+  version 3, optional and defaulted like the rest: ``auth`` (how the writer's user was proven;
+  absent reads as claimed, which is what every earlier memory was).
 
 :class:`MemoryRecord` is where these defaults live.
 """
@@ -56,6 +58,9 @@ class MemoryRecord:
     text: str
     schema_version: int = 1
     user: str | None = None
+    auth: str | None = None
+    """How the writer's user was proven: ``token``, ``jwt`` or ``claimed`` (None: written
+    before the proxy authenticated anyone, so claimed)."""
     session: str | None = None
     tier: str | None = None
     """``session``, ``user`` or ``shared``."""
@@ -169,6 +174,11 @@ class MemoryRecord:
     def uses(self) -> int:
         """Recalls plus reinforcements."""
         return self.access_count + self.reinforcements
+
+    @property
+    def authenticated(self) -> bool:
+        """Whether the memory's user was proven (a token or Open WebUI JWT) when it was said."""
+        return self.auth in ("token", "jwt")
 
     @property
     def repulsor(self) -> bool:

@@ -12,14 +12,20 @@ from memory.record import MemoryRecord
 from memory.voice import user_voiced
 
 ExchangeStatus = Literal["ok", "failed", "aborted", "tool_call"]
+AuthMethod = Literal["token", "jwt", "claimed"]
+"""How a scope's user was established: a proxy token, Open WebUI's signed JWT, or only
+claimed by the client (headers, body, ``default``)."""
+AUTHENTICATED: frozenset[str] = frozenset({"token", "jwt"})
 
 
 @dataclass(frozen=True)
 class Scope:
-    """Who a request belongs to. ``user`` is the hard isolation boundary."""
+    """Who a request belongs to. ``user`` is the hard isolation boundary; ``auth`` says whether
+    it was proven (only proven users count toward the shared tier)."""
 
     user: str
     session: str | None = None
+    auth: AuthMethod = "claimed"
 
 
 @dataclass

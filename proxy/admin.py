@@ -12,6 +12,7 @@ from aiohttp import web
 
 from memory.errors import MemoryLayerError
 from memory.types import MemoryHit
+from proxy.auth import PRINCIPAL
 from proxy.errors import BadRequest, MemoryUnavailable, NotFound, Unauthorized
 from proxy.manifest import manifest_path
 from proxy.scope import DEFAULT_USER, USER_HEADER
@@ -21,9 +22,10 @@ MAX_K = 100
 
 
 def require_admin(request: web.Request) -> None:
-    """Check ``Authorization: Bearer <admin.token>`` when a token is configured."""
+    """Check ``Authorization: Bearer <admin.token>`` when a token is configured; a user proven
+    by ``proxy.auth`` passes too (for their own memories: :func:`admin_user`)."""
     token = request.app[CONFIG].admin.token
-    if token is None:
+    if token is None or PRINCIPAL in request:
         return
     sent = request.headers.get("Authorization", "")
     if not hmac.compare_digest(sent.encode(), f"Bearer {token}".encode()):
@@ -31,7 +33,10 @@ def require_admin(request: web.Request) -> None:
 
 
 def admin_user(request: web.Request) -> str:
-    """The user an admin call is about: ``?user=``, else ``X-Memory-User``, else ``default``."""
+    """The user an admin call is about: the proven user (``proxy.auth``), else ``?user=``,
+    else ``X-Memory-User``, else ``default``."""
+    if PRINCIPAL in request:
+        return request[PRINCIPAL].user
     user = request.query.get("user") or request.headers.get(USER_HEADER) or DEFAULT_USER
     return user.strip() or DEFAULT_USER
 

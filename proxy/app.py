@@ -16,6 +16,7 @@ from memory.resilience import CircuitBreaker
 from memory.service import MemoryService, build_memory_service
 from proxy import admin, chat, translated
 from proxy.adapters import ADAPTERS, Adapter, OllamaAdapter
+from proxy.auth import auth_middleware
 from proxy.config import Config
 from proxy.middleware import errors_as_json
 from proxy.passthrough import passthrough
@@ -110,9 +111,14 @@ def chat_handler(adapter: Adapter, upstream_kind: str) -> Handler:
 
 
 def create_app(config: Config) -> web.Application:
-    """Build the proxy for ``config``; nothing is opened until the app starts."""
+    """Build the proxy for ``config``; nothing is opened until the app starts.
+
+    Raises:
+        ConfigError: ``auth.tokens_file`` is unreadable or malformed (names the line).
+    """
     app = web.Application(
-        middlewares=[errors_as_json], client_max_size=config.limits.max_body_bytes
+        middlewares=[errors_as_json, auth_middleware(config)],
+        client_max_size=config.limits.max_body_bytes,
     )
     app[CONFIG] = config
     app[COUNTERS] = Counters()

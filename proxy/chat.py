@@ -25,6 +25,7 @@ from memory.errors import MemoryLayerError
 from memory.types import Exchange, ExchangeStatus, MemoryBlock, Scope
 from proxy.adapters import Adapter, EventStreamAdapter, Reply
 from proxy.adapters.base import Conversational
+from proxy.auth import PRINCIPAL
 from proxy.errors import PayloadTooLarge
 from proxy.headers import end_to_end, to_upstream
 from proxy.passthrough import abort, upstream_request
@@ -155,7 +156,8 @@ async def plan(request: web.Request, adapter: Adapter) -> Plan:
     body = decode_json_object(raw)
     validate(adapter.request_model, body)
     model = str(body["model"])
-    scope = scope_for(request.headers, body) if MEMORY in request.app else None
+    principal = request.get(PRINCIPAL)
+    scope = scope_for(request.headers, body, principal) if MEMORY in request.app else None
     query = adapter.user_turn(body) if scope else None
     if scope is None or query is None:
         reason = "completion" if scope and adapter.is_completion(body) else None

@@ -19,6 +19,7 @@ from memory.export import export_user
 from memory.ingest import drain, queue, read_messages
 from proxy import __version__
 from proxy.app import create_app, memory_for
+from proxy.auth import add_user, read_tokens, remove_user
 from proxy.config import Config, load_config
 from proxy.demo import DemoError, run_demo
 from proxy.errors import ConfigError
@@ -36,7 +37,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--config", type=Path, help="YAML config file (default: built-in defaults)")
     show = commands.add_parser("config", help="print the effective configuration as JSON")
     show.add_argument("--config", type=Path, help="YAML config file")
-    for add in (_add_ingest, _add_demo, _add_score, _add_metabolize, _add_audit, _add_memories):
+    adders = (_add_ingest, _add_demo, _add_score, _add_metabolize, _add_audit, _add_memories)
+    for add in (*adders, _add_users):
         add(commands)
     return parser
 
@@ -112,6 +114,37 @@ def _add_memories(commands: Commands[argparse.ArgumentParser]) -> None:
         metavar="SECONDS",
         help="when no proxy is running, first write queued exchanges for up to this long",
     )
+
+
+def _add_users(commands: Commands[argparse.ArgumentParser]) -> None:
+    users = commands.add_parser("users", help="manage the users of auth.tokens_file")
+    user_commands = users.add_subparsers(dest="users_command", required=True)
+    add = user_commands.add_parser("add", help="add a user and print their new token once")
+    add.add_argument("name", help="the user (one word): whose memories the token opens")
+    remove = user_commands.add_parser("remove", help="remove a user (their token stops working)")
+    remove.add_argument("name", help="the user to remove")
+    listing = user_commands.add_parser("list", help="print the users, one a line")
+    for command in (add, remove, listing):
+        command.add_argument("--file", type=Path, help="token file (default: auth.tokens_file)")
+        command.add_argument("--config", type=Path, help="YAML config file")
+
+
+def run_users(config: Config, args: argparse.Namespace) -> int:
+    """``users add|remove|list``; raises ConfigError (no file, a duplicate or unknown user)."""
+    path = args.file or config.auth.tokens_file
+    if path is None:
+        raise ConfigError("no token file: pass --file or set auth.tokens_file")
+    if args.users_command == "add":
+        token = add_user(path, args.name)
+        print(f"user {args.name} added to {path}; their token (shown only now):", file=sys.stderr)
+        print(token)
+    elif args.users_command == "remove":
+        remove_user(path, args.name)
+        print(f"user {args.name} removed from {path}", file=sys.stderr)
+    else:
+        for name in read_tokens(path):
+            print(name)
+    return 0
 
 
 def serve(config: Config) -> None:
@@ -312,6 +345,8 @@ def run_command(args: argparse.Namespace, config: Config) -> int:
         return asyncio.run(run_metabolize(config, args.user))
     elif args.command == "audit":
         return run_audit(config, args.log, args.id)
+    elif args.command == "users":
+        return run_users(config, args)
     elif args.command == "memories":
         asyncio.run(export(config, args.user, args.drain_timeout))
     else:

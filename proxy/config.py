@@ -50,6 +50,10 @@ class UpstreamConfig(Frozen):
     connect_timeout_s: float = Field(default=10.0, gt=0)
     read_timeout_s: float = Field(default=600.0, gt=0)
     """Longest silence between two chunks of an upstream reply (model loads can be slow)."""
+    api_key: str | None = None
+    """When set, sent to the upstream as ``Authorization: Bearer <api_key>`` in place of the
+    client's ``Authorization`` / ``x-api-key`` (with ``auth`` on, those are the proxy's own
+    credentials and are never forwarded either way)."""
 
     @field_validator("url")
     @classmethod
@@ -73,6 +77,26 @@ class AdminConfig(Frozen):
     """When set, ``/memory/*`` requires ``Authorization: Bearer <token>``."""
 
 
+class AuthConfig(Frozen):
+    """Authenticated users (off by default: the user is then whatever the client claims).
+    With either key set, every chat route and ``/memory/*`` need a credential that decides the
+    user; either credential is accepted when both are set. See SECURITY-auth.md."""
+
+    tokens_file: Path | None = None
+    """File of ``USER SHA256HEX`` lines (the SHA-256 of each user's token); clients send
+    ``Authorization: Bearer <token>`` or ``x-api-key: <token>``. Add users with
+    ``symbiotic-memory users add NAME``; the file is re-read when it changes."""
+    openwebui_jwt_secret: str | None = Field(default=None, min_length=32)
+    """Open WebUI's ``FORWARD_USER_INFO_HEADER_JWT_SECRET``: its ``X-OpenWebUI-User-Jwt``
+    (HS256, ``exp`` required) is verified and its ``sub`` is the user. At least 32 characters
+    (an HS256 key as long as the hash, RFC 7518 section 3.2)."""
+
+    @property
+    def enabled(self) -> bool:
+        """Whether any credential is configured."""
+        return self.tokens_file is not None or self.openwebui_jwt_secret is not None
+
+
 class Config(Frozen):
     """The whole configuration."""
 
@@ -88,6 +112,7 @@ class Config(Frozen):
     knobs: KnobsConfig = KnobsConfig()
     limits: LimitsConfig = LimitsConfig()
     admin: AdminConfig = AdminConfig()
+    auth: AuthConfig = AuthConfig()
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
     @model_validator(mode="after")
@@ -105,11 +130,22 @@ class Config(Frozen):
         return self
 
     @model_validator(mode="after")
-    def _admin_token_beyond_loopback(self) -> Config:
-        if not is_loopback(self.listen.host) and not self.admin.token:
+    def _auth_beyond_loopback(self) -> Config:
+        """Beyond loopback anyone could claim any user: require proof of who is calling."""
+        if not is_loopback(self.listen.host) and not self.auth.enabled:
             raise ValueError(
                 f"listen.host {self.listen.host} is reachable beyond this machine: set "
-                f"admin.token so that /memory/* needs a bearer token"
+                f"auth.tokens_file or auth.openwebui_jwt_secret so that users are authenticated"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _shared_tier_needs_auth(self) -> Config:
+        """Claimed user names are free to invent, so they could fill the shared tier."""
+        if self.metabolism.shared and not self.auth.enabled:
+            raise ValueError(
+                "metabolism.shared needs authenticated users: set auth.tokens_file or "
+                "auth.openwebui_jwt_secret (claimed users could invent its supporters)"
             )
         return self
 

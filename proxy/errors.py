@@ -23,6 +23,12 @@ class Unauthorized(ProxyError):
     status = 401
 
 
+class Forbidden(ProxyError):
+    """The credential is valid but the request claims another user (HTTP 403)."""
+
+    status = 403
+
+
 class NotFound(ProxyError):
     """No such resource for this user (HTTP 404)."""
 

@@ -26,7 +26,8 @@ def test_documented_keys_work_as_written(tmp_path: Path):
         tmp_path,
         "listen:\n  host: 0.0.0.0\n  port: 8080\nupstream:\n  url: http://gpu-box:11434/\n"
         "store:\n  path: /data/mem\n  url: http://chroma:8000\n"
-        "embedder:\n  kind: openai\n  model: bge-m3\nadmin:\n  token: t0ken\n",
+        "embedder:\n  kind: openai\n  model: bge-m3\nadmin:\n  token: t0ken\n"
+        "auth:\n  tokens_file: /etc/symbiotic-memory/tokens\n",
     )
     config = load_config(path, env={})
     assert (config.listen.host, config.listen.port) == ("0.0.0.0", 8080)
@@ -109,14 +110,16 @@ def test_readme_shows_the_real_help(capsys: pytest.CaptureFixture[str]):
     assert capsys.readouterr().out == shown
 
 
-def test_listening_beyond_loopback_needs_an_admin_token(tmp_path: Path):
-    with pytest.raises(ConfigError, match=r"listen.host 0\.0\.0\.0 is reachable.*admin\.token"):
+def test_listening_beyond_loopback_needs_authenticated_users(tmp_path: Path):
+    with pytest.raises(ConfigError, match=r"listen.host 0\.0\.0\.0 is reachable.*auth\."):
         load_config(write(tmp_path, "listen:\n  host: 0.0.0.0\n"), env={})
-    with pytest.raises(ConfigError, match=r"admin\.token"):
-        load_config(None, env={"SYMBIOTIC_MEMORY__LISTEN__HOST": "192.168.1.5"})
+    with pytest.raises(ConfigError, match=r"auth\.tokens_file"):  # admin.token is not enough
+        env = {
+            "SYMBIOTIC_MEMORY__LISTEN__HOST": "192.168.1.5",
+            "SYMBIOTIC_MEMORY__ADMIN__TOKEN": "x",
+        }
+        load_config(None, env=env)
     load_config(None, env={"SYMBIOTIC_MEMORY__LISTEN__HOST": "::1"})
-    config = load_config(
-        None,
-        env={"SYMBIOTIC_MEMORY__LISTEN__HOST": "0.0.0.0", "SYMBIOTIC_MEMORY__ADMIN__TOKEN": "x"},
-    )
-    assert config.admin.token == "x"
+    env = {"SYMBIOTIC_MEMORY__LISTEN__HOST": "0.0.0.0", "SYMBIOTIC_MEMORY__AUTH__TOKENS_FILE": "t"}
+    config = load_config(None, env=env)
+    assert str(config.auth.tokens_file) == "t"

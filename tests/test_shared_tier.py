@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import json
+import time
+from pathlib import Path
 
 import numpy as np
+import ollama
+import pytest
 
 from memory.config import MetabolismConfig
 from memory.metabolism.resonance import resonate, user_tag
 from memory.store.chroma import SHARED
-from memory.types import MemoryHit
+from memory.types import Exchange, MemoryHit, Scope
+from proxy.auth import token_hash
 from testing.fake_upstream import FakeOllama
 from tests.conftest import RunningProxy, StartProxy
 
@@ -19,8 +24,22 @@ PERSONAL = "I live at number 12 on Rua Augusta with my two cats and a parrot"
 QUESTION = "When does the Harbour Library on Quay Street close on Sundays?"
 
 
+USERS = ("alice", "bob", "carol", "dave", "erin", "frank", "gina", "hank")
+
+
+def token(user: str) -> str:
+    return f"{user}-token-for-the-shared-tier-tests"
+
+
+async def start_shared(start_proxy: StartProxy, tmp_path: Path) -> RunningProxy:
+    """A proxy keeping the shared tier; the shared tier needs authenticated users."""
+    path = tmp_path / "tokens"
+    path.write_text("".join(f"{u} {token_hash(token(u))}\n" for u in USERS))
+    return await start_proxy(metabolism={"shared": True}, auth={"tokens_file": str(path)})
+
+
 async def say(proxy: RunningProxy, user: str, text: str) -> None:
-    await proxy.ollama(user).chat(
+    await proxy.ollama(None, Authorization=f"Bearer {token(user)}").chat(
         model="llama3.2", messages=[{"role": "user", "content": text}], stream=False
     )
 
@@ -31,9 +50,9 @@ def injected(fake: FakeOllama) -> str:
 
 
 async def test_what_several_users_confirm_is_shared_and_what_they_contradict_is_dropped(
-    start_proxy: StartProxy, fake: FakeOllama
+    start_proxy: StartProxy, fake: FakeOllama, tmp_path: Path
 ):
-    proxy = await start_proxy(metabolism={"shared": True})
+    proxy = await start_shared(start_proxy, tmp_path)
     for user in ("alice", "bob", "carol"):
         await say(proxy, user, EIGHT)
         await say(proxy, user, PERSONAL)
@@ -88,7 +107,7 @@ def test_promotion_to_the_shared_tier_is_bandwidth_limited():
         vector /= np.linalg.norm(vector)
         text = f"The museum number {c} opens at {c + 8} in the morning on weekdays"
         for u in range(3):
-            meta = {"tier": "user", "polarity": "attractor", "symbiosis": 0.8}
+            meta = {"tier": "user", "polarity": "attractor", "symbiosis": 0.8, "auth": "token"}
             memories.append((f"user{u}", MemoryHit(f"{c}-{u}", text, meta), vector))
     shared: list[MemoryHit] = []
     vectors = np.zeros((0, 16), np.float32)
@@ -110,11 +129,11 @@ def test_repulsors_contradict_and_personal_or_session_memories_never_confirm():
     config = MetabolismConfig(shared=True)
     v = np.ones(4, np.float32) / 2.0
     text = "The ferry to the island leaves from pier 4 every hour on the hour"
-    ok = {"tier": "user", "polarity": "attractor"}
+    ok = {"tier": "user", "polarity": "attractor", "auth": "jwt"}
     memories = [
         ("a", MemoryHit("1", text, ok), v),
         ("b", MemoryHit("2", text, ok), v),
-        ("c", MemoryHit("3", text, {"tier": "session", "polarity": "attractor"}), v),
+        ("c", MemoryHit("3", text, {**ok, "tier": "session"}), v),
         ("d", MemoryHit("4", "I think " + text, ok), v),
     ]
     new, _, _ = resonate(memories, [], np.zeros((0, 4), np.float32), config, now=1.0)
@@ -125,3 +144,35 @@ def test_repulsors_contradict_and_personal_or_session_memories_never_confirm():
     harmful = [(u, MemoryHit(f"r{u}", text, {**ok, "polarity": "repulsor"}), v) for u in "xyz"]
     new, _, report = resonate(memories + harmful, [], np.zeros((0, 4), np.float32), config, 1.0)
     assert not new and report.candidates == 3  # three users judged the like of it harmful
+
+
+async def test_invented_users_cannot_fill_the_shared_tier(
+    start_proxy: StartProxy, fake: FakeOllama, tmp_path: Path
+):
+    proxy = await start_shared(start_proxy, tmp_path)
+    with pytest.raises(ollama.ResponseError) as refused:  # a claim alone is refused now
+        await proxy.ollama("sybil1").chat(
+            model="llama3.2", messages=[{"role": "user", "content": EIGHT}]
+        )
+    assert refused.value.status_code == 401
+    now = time.time()
+    for i in range(1, 5):  # what a proxy before auth (or an import) stored: claimed names
+        scope = Scope(f"sybil{i}")
+        assert scope.auth == "claimed"
+        proxy.memory.observe(
+            Exchange(scope, "/api/chat", "llama3.2", EIGHT, f"Noted: {EIGHT}", started_at=now)
+        )
+    await proxy.flush()
+    assert all(h.metadata["auth"] == "claimed" for h in await proxy.memory.store.all("sybil1"))
+    await proxy.memory.metabolize()
+    assert proxy.memory.resonance is not None and proxy.memory.resonance.promoted == 0
+    assert not await proxy.memory.store.all(SHARED)
+
+    for user in ("alice", "bob", "carol"):  # three proven users are enough
+        await say(proxy, user, EIGHT)
+    await proxy.flush()
+    await proxy.memory.metabolize()
+    assert proxy.memory.resonance.promoted == 1
+    (shared,) = await proxy.memory.store.all(SHARED)
+    assert shared.metadata["confirmations"] == 3  # the sybils are not among them
+    assert user_tag("sybil1") not in json.loads(shared.metadata["supporters"])

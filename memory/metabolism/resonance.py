@@ -83,10 +83,14 @@ def resonate(
 
     Args:
         memories: ``(user, memory, unit vector of shape (dim,))`` for every awake memory of
-            every user (any tier or polarity: all may contradict; only :func:`shareable` ones
-            confirm).
+            every user (any tier or polarity: all authenticated ones may contradict; only
+            :func:`shareable` ones confirm).
         shared: the shared tier's memories, with ``shared_vectors`` of shape
             ``(len(shared), dim)``.
+
+    Only memories of authenticated users (``MemoryRecord.authenticated``: a token or Open
+    WebUI JWT proved who said them) are evidence, for or against: claimed user names cost
+    nothing to invent, so four "sybils" are one client.
 
     A user **confirms** a shared memory (or a candidate cluster) with a shareable memory of
     cosine >= ``shared_similarity`` that :func:`says_same`; a user **contradicts** it with a
@@ -104,7 +108,9 @@ def resonate(
         ``(new, updates, report)``: new shared memories as ``(id, text, vector, metadata)``,
         metadata updates of existing ones (id -> keys), and counts.
     """
-    voices = _Voices(memories, shared_vectors, config.shared_similarity)
+    # a claimed user name costs nothing to invent: only proven users are evidence (issue 15)
+    proven = [m for m in memories if m[1].record.authenticated]
+    voices = _Voices(proven, shared_vectors, config.shared_similarity)
     report = Resonance(shared=len(shared), candidates=int(voices.can_confirm.sum()))
     updates, covered = _review_shared(voices, shared, shared_vectors, config, now, report)
     new = _new_shared(voices, covered, config, now, report)

@@ -49,9 +49,10 @@ def memory_metadata(
     weight: float | None = None,
 ) -> dict[str, Any]:
     """What is stored beside a memory's text and vector (schema version ``SCHEMA_VERSION``):
-    scope, tier, event and storage times, the upstream's metrics, strength and access
-    statistics, provenance, and (when scored) the symbiosis score, its signals, definition hash
-    and polarity, and the write gate's ``importance``."""
+    scope (with how its user was proven, ``auth``), tier, event and storage times, the
+    upstream's metrics, strength and access statistics, provenance, and (when scored) the
+    symbiosis score, its signals, definition hash and polarity, and the write gate's
+    ``importance``."""
     scored = score.as_metadata(threshold) if score is not None else {}
     return {
         **scored,
@@ -61,6 +62,7 @@ def memory_metadata(
         "dormant": False,
         "schema_version": SCHEMA_VERSION,
         "user": exchange.scope.user,
+        "auth": exchange.scope.auth,
         "session": exchange.scope.session,
         "tier": "session" if exchange.scope.session else "user",
         "model": exchange.model,
