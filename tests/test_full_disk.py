@@ -209,3 +209,26 @@ async def test_export_while_the_writer_drains_has_every_exchange_once(
     await proxy.flush()
     final = await service.export("alice")
     assert {r["state"] for r in final} == {"stored"} and exchange_counts(final) == Counter(expected)
+
+
+async def test_the_writer_outlives_an_outbox_that_fails_under_it(
+    start_proxy: StartProxy,
+):
+    """A disk I/O error while the writer reads the outbox is logged and retried; the writer
+    loop does not die with it (nothing would be written until a restart)."""
+    proxy = await start_proxy(memory={"retry_base_s": 0.05})
+    outbox = proxy.memory.outbox
+    real_due = outbox.due
+    failures = {"left": 3}
+
+    def failing_due(now: float, limit: int = 32):  # type: ignore[no-untyped-def]
+        if failures["left"]:
+            failures["left"] -= 1
+            raise sqlite3.OperationalError("disk I/O error")
+        return real_due(now, limit)
+
+    outbox.due = failing_due  # type: ignore[method-assign]
+    assert proxy.memory.observe(exchange(1, "alice"))
+    assert await proxy.memory.flush(timeout_s=10)
+    assert failures["left"] == 0 and proxy.memory.stats.written == 1
+    assert not proxy.memory.writer._task.done()  # type: ignore[union-attr]

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import sqlite3
 import time
 
 import numpy as np
@@ -144,18 +145,34 @@ class Writer:
         return bound > 0 and not self.stalled and self.lag_s(coming) > bound
 
     async def _drain(self) -> None:
+        failures = 0
         while True:
-            rows = self.outbox.due(time.time(), self.config.write_batch_max)
-            if rows:
-                started, before = time.monotonic(), self._settled()
-                await self.write_rows(rows)
-                settled = self._settled() - before
-                self.stalled = not settled
-                if settled:  # a failed batch says nothing of what a write costs
-                    self._learn_cost((time.monotonic() - started) / settled)
-            else:
-                await self._idle()
-            await self.access.flush_quietly()
+            try:
+                await self._turn()
+                failures = 0
+            except (sqlite3.Error, MemoryLayerError) as exc:
+                # The outbox itself failed (a disk I/O error, a full disk refusing an update):
+                # the loop must outlive it, or nothing is written until a restart. Rows stay
+                # queued; a batch written but not marked done is replayed, which is safe.
+                delay = backoff_s(failures, self.config.retry_base_s, self.config.retry_max_s)
+                failures += 1
+                self.stalled = True
+                log.error("writer: the outbox failed (%s); next look in %.1fs", exc, delay)
+                await asyncio.sleep(delay)
+
+    async def _turn(self) -> None:
+        """One batch of what is due (or an idle wait), then the access statistics."""
+        rows = self.outbox.due(time.time(), self.config.write_batch_max)
+        if rows:
+            started, before = time.monotonic(), self._settled()
+            await self.write_rows(rows)
+            settled = self._settled() - before
+            self.stalled = not settled
+            if settled:  # a failed batch says nothing of what a write costs
+                self._learn_cost((time.monotonic() - started) / settled)
+        else:
+            await self._idle()
+        await self.access.flush_quietly()
 
     def _settled(self) -> int:
         return self.stats.written + self.stats.gated
