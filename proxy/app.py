@@ -110,6 +110,12 @@ def chat_handler(adapter: Adapter, upstream_kind: str) -> Handler:
     return functools.partial(chat.handle, adapter=adapter)
 
 
+async def post_only(request: web.Request) -> web.StreamResponse:
+    """Any other method on an intercepted chat path: 405 (``Allow: POST``; JSON, by the
+    middleware)."""
+    raise web.HTTPMethodNotAllowed(request.method, ["POST"])
+
+
 def create_app(config: Config) -> web.Application:
     """Build the proxy for ``config``; nothing is opened until the app starts.
 
@@ -119,6 +125,9 @@ def create_app(config: Config) -> web.Application:
     app = web.Application(
         middlewares=[errors_as_json, auth_middleware(config)],
         client_max_size=config.limits.max_body_bytes,
+        # aiohttp's keep-alive timer also runs while a request's headers are incomplete: it is
+        # the server's only header timeout (the connection is closed, no 408 can be sent)
+        handler_args={"keepalive_timeout": config.limits.header_timeout_s},
     )
     app[CONFIG] = config
     app[COUNTERS] = Counters()
@@ -136,6 +145,7 @@ def create_app(config: Config) -> web.Application:
             app[AFFECT] = Affect(config.affect, resolve_ranges(config.knobs, config.memory))
     for adapter in ADAPTERS.values():
         app.router.add_post(adapter.path, chat_handler(adapter, config.upstream.kind))
+        app.router.add_route("*", adapter.path, post_only)  # not relayed: a JSON 405
     # legacy and fill-in-the-middle completions (code autocomplete) are not conversation
     app.router.add_post("/v1/completions", functools.partial(passthrough, extra_headers=BYPASS))
     if config.upstream.kind == "openai":

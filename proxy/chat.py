@@ -26,7 +26,7 @@ from memory.types import Exchange, ExchangeStatus, MemoryBlock, Scope
 from proxy.adapters import Adapter, EventStreamAdapter, Reply
 from proxy.adapters.base import Conversational
 from proxy.auth import PRINCIPAL
-from proxy.errors import PayloadTooLarge
+from proxy.errors import BadRequest, PayloadTooLarge, RequestTimeout
 from proxy.headers import end_to_end, to_upstream
 from proxy.passthrough import abort, upstream_request
 from proxy.scope import scope_for
@@ -71,14 +71,28 @@ class Plan:
 
 
 async def read_body(request: web.Request) -> bytes:
-    """The whole request body, within ``limits.max_body_bytes``; raises PayloadTooLarge."""
-    limit = request.app[CONFIG].limits.max_body_bytes
-    if request.content_length is not None and request.content_length > limit:
-        raise PayloadTooLarge(f"request body of {request.content_length} bytes exceeds {limit}")
+    """The whole request body (decompressed, if it came with ``Content-Encoding``), within
+    ``limits.max_body_bytes`` and ``limits.body_timeout_s``.
+
+    Raises:
+        PayloadTooLarge: over the size limit.
+        RequestTimeout: not all there within the time limit (a slow-body client).
+        BadRequest: the body's ``Content-Encoding`` could not be decoded.
+    """
+    limits = request.app[CONFIG].limits
+    if request.content_length is not None and request.content_length > limits.max_body_bytes:
+        message = f"request body of {request.content_length} bytes exceeds {limits.max_body_bytes}"
+        raise PayloadTooLarge(message)
     try:
-        return await request.read()
+        async with asyncio.timeout(limits.body_timeout_s):
+            return await request.read()
     except web.HTTPRequestEntityTooLarge as exc:
-        raise PayloadTooLarge(f"request body exceeds {limit} bytes") from exc
+        raise PayloadTooLarge(f"request body exceeds {limits.max_body_bytes} bytes") from exc
+    except TimeoutError as exc:
+        message = f"request body not received within {limits.body_timeout_s:g} s"
+        raise RequestTimeout(message) from exc
+    except web.RequestPayloadError as exc:
+        raise BadRequest(f"unreadable request body: {exc}".strip()) from exc
 
 
 async def recall_fail_open(
@@ -277,8 +291,22 @@ async def handle(request: web.Request, adapter: Adapter) -> web.StreamResponse:
                 await response.write_eof()
     except (aiohttp.ClientError, TimeoutError) as exc:
         await broken(request, response, finish.tee, exc)
+    except Exception as exc:
+        if not response.prepared:
+            raise  # nothing sent yet: the middleware answers with a JSON error
+        await failed_after_start(request, response, finish.tee, exc)
     finish(False)
     return response
+
+
+async def failed_after_start(
+    request: web.Request, response: web.StreamResponse, tee: Tee, exc: Exception
+) -> None:
+    """A bug surfaced after the response started: log it and end the reply in-band (an error
+    line or event in its own framing), never with a second status line."""
+    log.error("error while relaying %s: %r", request.path, exc, exc_info=exc)
+    tee.reply.error = "internal error in the memory proxy"
+    await finish_with_error(request, response, tee.framing, tee.reply.error, tee.adapter)
 
 
 async def broken(

@@ -68,6 +68,14 @@ class LimitsConfig(Frozen):
 
     max_body_bytes: int = Field(default=64 * 1024 * 1024, ge=1024)
     """Largest body accepted on the intercepted chat endpoints (images make bodies large)."""
+    header_timeout_s: float = Field(default=10.0, gt=0)
+    """Seconds a connection may take to send a request's headers, and may stay idle between
+    requests (aiohttp's keep-alive timeout): then it is closed. A slow-headers client (a
+    slowloris) cannot hold a connection open longer."""
+    body_timeout_s: float = Field(default=30.0, gt=0)
+    """Seconds within which an intercepted chat request's whole body must arrive (answered
+    408 otherwise; relayed requests stream their bodies and are not bounded). Enough for
+    ``max_body_bytes`` at a few MB/s; raise it for large images over slow links."""
 
 
 class AdminConfig(Frozen):

@@ -35,6 +35,12 @@ class NotFound(ProxyError):
     status = 404
 
 
+class RequestTimeout(ProxyError):
+    """The request body did not arrive within ``limits.body_timeout_s`` (HTTP 408)."""
+
+    status = 408
+
+
 class PayloadTooLarge(ProxyError):
     """The body exceeds ``limits.max_body_bytes`` (HTTP 413)."""
 

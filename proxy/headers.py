@@ -21,6 +21,10 @@ HOP_BY_HOP = frozenset(
 )
 """Hop-by-hop fields (RFC 9110 7.6.1, plus the legacy ``proxy-connection`` and ``keep-alive``)."""
 
+DECODED = frozenset({"gzip", "deflate", "br", "zstd"})
+"""Request ``Content-Encoding`` values aiohttp's server decodes (``http_parser``), one value
+only: ``gzip, br`` and unknown codings are left as they came."""
+
 MEMORY_HEADER_PREFIX = "x-memory"
 """Request headers addressed to the proxy (``X-Memory``, ``X-Memory-User`` ...); not forwarded."""
 
@@ -47,8 +51,20 @@ def end_to_end(
 
 
 def to_upstream(headers: CIMultiDictProxy[str], drop: Iterable[str] = ()) -> CIMultiDict[str]:
-    """Request headers for the upstream: end-to-end only, no ``Host``, no ``X-Memory*``."""
-    out = end_to_end(headers, {"host", *drop})
+    """Request headers for the upstream: end-to-end only, no ``Host``, no ``X-Memory*``.
+
+    The proxy's server decompresses request bodies in the codings of :data:`DECODED` (aiohttp's
+    ``auto_decompress``), so what it sends on is identity-coded: such a ``Content-Encoding`` is
+    dropped, and with it the compressed body's ``Content-Length``. Other codings reach the
+    upstream as they came.
+
+    >>> h = CIMultiDictProxy(CIMultiDict({"Content-Encoding": "gzip", "Content-Length": "9"}))
+    >>> dict(to_upstream(h))
+    {}
+    """
+    coded = headers.get("Content-Encoding", "").strip().lower() in DECODED
+    decoded = ["content-encoding", "content-length"] if coded else []
+    out = end_to_end(headers, {"host", *decoded, *drop})
     for name in [k for k in out if k.lower().startswith(MEMORY_HEADER_PREFIX)]:
         out.popall(name)
     return out

@@ -9,6 +9,8 @@ Reply chunks are read from the tee's copy of the relayed bytes; the client gets 
 from __future__ import annotations
 
 import json
+import math
+import re
 from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, ValidationError
@@ -252,20 +254,88 @@ M = TypeVar("M", bound=Wire)
 
 
 def decode_json_object(raw: bytes) -> dict[str, Any]:
-    """Parse a request body that must be one JSON object.
+    """Parse a request body that must be one JSON object (RFC 8259) of valid Unicode text.
+
+    Beyond :func:`json.loads`, this refuses what the proxy could not store or forward:
+    ``NaN`` / ``Infinity`` and numbers too large for a double (not JSON; they would reach the
+    upstream as invalid JSON), and lone surrogates (``"\\ud800"``: not encodable as UTF-8, so
+    not storable). Nesting too deep for the parser and integers over Python's 4300-digit
+    conversion limit are refused too, instead of failing later.
 
     Raises:
-        BadRequest: invalid UTF-8, invalid JSON, or not an object.
+        BadRequest: invalid UTF-8, invalid JSON, not an object, or one of the above.
     """
     try:
-        body = json.loads(raw.decode("utf-8"))
+        body = json.loads(
+            raw.decode("utf-8"), parse_constant=_no_constant, parse_float=_finite_float
+        )
     except UnicodeDecodeError as exc:
         raise BadRequest(f"request body is not valid UTF-8 (byte {exc.start})") from exc
     except json.JSONDecodeError as exc:
         raise BadRequest(f"invalid JSON in request body: {exc.msg} at char {exc.pos}") from exc
+    except RecursionError as exc:
+        raise BadRequest("invalid JSON in request body: nested too deeply") from exc
+    except ValueError as exc:  # the int digit limit, or _no_constant / _finite_float
+        reason = str(exc).split(";")[0]  # not Python's advice on sys.set_int_max_str_digits
+        raise BadRequest(f"invalid JSON in request body: {reason}") from exc
     if not isinstance(body, dict):
         raise BadRequest("request body must be a JSON object")
+    if _MAYBE_SURROGATE.search(raw):
+        where = _surrogate_in(body)
+        if where is not None:
+            raise BadRequest(f"invalid string in request body at '{where}': lone surrogate")
     return body
+
+
+_MAYBE_SURROGATE = re.compile(rb"\\u[dD][89a-fA-F]")
+"""A ``\\uD800``-``\\uDFFF`` escape: the only way a surrogate gets into decoded JSON (raw
+UTF-8 cannot encode one), so bodies without it are not walked."""
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if math.isinf(value):
+        raise ValueError(f"number {text[:20]}... out of range")
+    return value
+
+
+def _surrogate_in(body: Any) -> str | None:
+    """The dotted path of a string (key or value) holding a lone surrogate, or None.
+
+    Iterative, so a deep document cannot overflow the stack here either.
+
+    >>> _surrogate_in({"messages": [{"content": "ok"}, {"content": "a\\ud800"}]})
+    'messages.1.content'
+    >>> _surrogate_in({"a": ["fine", 1, None]}) is None
+    True
+    """
+    stack: list[tuple[str, Any]] = [("", body)]
+    while stack:
+        path, value = stack.pop()
+        if isinstance(value, str):
+            if not _encodable(value):
+                return path or "body"
+        elif isinstance(value, dict):
+            for key, item in value.items():
+                child = f"{path}.{key}" if path else str(key)
+                if not _encodable(key):
+                    return child
+                stack.append((child, item))
+        elif isinstance(value, list):
+            stack.extend((f"{path}.{i}" if path else str(i), v) for i, v in enumerate(value))
+    return None
+
+
+def _encodable(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def validate(model: type[M], body: dict[str, Any]) -> M:

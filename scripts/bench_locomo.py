@@ -51,7 +51,7 @@ from memory.config import (
 from memory.errors import MemoryLayerError
 from memory.ingest import Message, drain, queue
 from memory.recall.index import UserIndex
-from memory.recall.render import render_block, render_body
+from memory.recall.render import quote, render_block
 from memory.service import MemoryService, build_memory_service
 from memory.types import MemoryBlock, MemoryHit, Scope
 from proxy.config import Config, UpstreamConfig
@@ -100,11 +100,12 @@ def evidence_ids(qa: dict[str, Any], known: set[str]) -> list[str]:
 
 def hit_rate(block: str, texts: list[str]) -> int:
     """How many of ``texts`` (evidence turns) are in ``block``, each as the renderer writes it:
-    stripped, with line breaks folded (:func:`memory.recall.render.render_body`). Matching the
-    raw text would miss 11 of the 519 evidence turns of the development
+    neutralised, escaped and with line breaks folded, inside the quotes of its line
+    (:func:`memory.recall.render.quote`; a stored turn carries its speaker before it). Matching
+    the raw text would miss 11 of the 519 evidence turns of the development
     conversations even when they are in the block (their text ends with a space or holds a line
     break)."""
-    return sum(1 for t in texts if render_body(MemoryHit("", t, {})) in block)
+    return sum(1 for t in texts if quote(t)[1:-1] in block)
 
 
 async def run_conversation(

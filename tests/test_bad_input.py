@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
+import gzip
+import json
+import time
+
 import aiohttp
 import pytest
 
@@ -97,3 +102,151 @@ async def test_empty_body_and_empty_user_message(proxy: RunningProxy, fake: Fake
             assert r.status == 200  # forwarded as the upstream would take it; nothing recalled
     await proxy.flush()
     assert proxy.memory.stats.queued == 0
+
+
+async def raw_exchange(url: str, data: bytes, wait_s: float = 5.0) -> bytes:
+    """Send ``data`` on a fresh socket and read until the server closes it (or ``wait_s``)."""
+    host, port = url.removeprefix("http://").split(":")
+    reader, writer = await asyncio.open_connection(host, int(port))
+    writer.write(data)
+    await writer.drain()
+    out = b""
+    try:
+        async with asyncio.timeout(wait_s):
+            while chunk := await reader.read(65536):
+                out += chunk
+    finally:
+        writer.close()
+    return out
+
+
+def post(path: str, body: bytes, extra: bytes = b"") -> bytes:
+    head = f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+    length = f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+    return head.encode() + extra + length.encode() + body
+
+
+def split_response(raw: bytes) -> tuple[int, bytes]:
+    """Status and body of one raw response; fails if a second status line is in it."""
+    head, _, body = raw.partition(b"\r\n\r\n")
+    assert b"HTTP/1." not in body, "a second response was written into the body"
+    return int(head.split(b" ")[1]), body
+
+
+CHAT = b'{"model": "m", "messages": [{"role": "user", "content": "hi"}]}'
+RAW_CASES = [
+    # a Latin-1 byte in the identity header: aiohttp hands it on as a surrogate escape
+    ("/api/chat", CHAT, b"X-Memory-User: al\xefce\r\n", "X-Memory-User' is not valid UTF-8"),
+    ("/api/chat", CHAT, b"X-Other: \xff\r\n", "X-Other' is not valid UTF-8"),
+    (
+        "/api/chat",
+        b'{"model": "m", "messages": [{"role": "user", "content": "a\\ud800b"}]}',
+        b"",
+        "'messages.0.content': lone surrogate",
+    ),
+    (
+        "/v1/chat/completions",
+        b'{"model": "m", "user": "\\udfff", "messages": [{"role": "user", "content": "hi"}]}',
+        b"",
+        "'user': lone surrogate",
+    ),
+    ("/api/chat", b"[" * 200_000, b"", "nested too deeply"),
+    (
+        "/api/chat",
+        b'{"model": "m", "options": {"seed": ' + b"9" * 5000 + b"}, " + CHAT[15:],
+        b"",
+        "4300 digits",
+    ),
+    ("/api/chat", b'{"model": "m", "options": {"seed": NaN}, ' + CHAT[15:], b"", "NaN"),
+    ("/api/chat", b'{"model": "m", "options": {"top_p": 1e999}, ' + CHAT[15:], b"", "range"),
+    ("/api/chat", b"not gzip at all", b"Content-Encoding: gzip\r\n", "unreadable request body"),
+]
+
+
+@pytest.mark.parametrize(("path", "body", "extra", "mentions"), RAW_CASES)
+async def test_hostile_input_gets_400_json_never_a_500(
+    proxy: RunningProxy, fake: FakeOllama, path: str, body: bytes, extra: bytes, mentions: str
+):
+    status, payload = split_response(await raw_exchange(proxy.url, post(path, body, extra)))
+    assert status == 400
+    assert mentions in json.loads(payload)["error"]
+    assert fake.calls(path) == []
+    async with aiohttp.ClientSession() as http:  # and the proxy keeps serving
+        body_ok = {"model": "m", "messages": [{"role": "user", "content": "ok?"}], "stream": False}
+        async with http.post(f"{proxy.url}/api/chat", json=body_ok) as r:
+            assert r.status == 200
+
+
+async def test_an_error_after_the_stream_started_ends_it_in_band(
+    proxy: RunningProxy, fake: FakeOllama
+):
+    def broken_observe(exchange: object) -> None:  # a bug in the write-back, after the 200
+        raise RuntimeError("boom")
+
+    proxy.memory.observe = broken_observe  # type: ignore[method-assign]
+    status, payload = split_response(await raw_exchange(proxy.url, post("/api/chat", CHAT)))
+    assert status == 200
+    lines = [json.loads(line) for line in dechunk(payload).splitlines()]
+    assert lines[-1] == {"error": "internal error in the memory proxy"}
+    assert payload.endswith(b"0\r\n\r\n")  # a clean end of the chunked body
+
+
+def dechunk(body: bytes) -> bytes:
+    out = b""
+    while body:
+        size, _, rest = body.partition(b"\r\n")
+        n = int(size, 16)
+        out, body = out + rest[:n], rest[n + 2 :]
+    return out
+
+
+async def test_gzip_body_is_forwarded_decoded_without_its_encoding(
+    proxy: RunningProxy, fake: FakeOllama
+):
+    body = {"model": "m", "messages": [{"role": "user", "content": "zipped"}], "stream": False}
+    for path in ("/api/chat", "/api/show"):  # intercepted, and relayed verbatim
+        data = gzip.compress(json.dumps(body).encode())
+        headers = {"Content-Encoding": "gzip", "Content-Type": "application/json"}
+        async with aiohttp.ClientSession() as http:
+            async with http.post(f"{proxy.url}{path}", data=data, headers=headers) as r:
+                assert r.status == 200
+        sent = fake.calls(path)[-1]
+        assert "Content-Encoding" not in sent.headers and sent.json() == body
+
+
+async def test_other_methods_on_chat_paths_get_a_json_405(proxy: RunningProxy, fake: FakeOllama):
+    async with aiohttp.ClientSession() as http:
+        for path in ("/api/chat", "/api/generate", "/v1/chat/completions"):
+            async with http.get(f"{proxy.url}{path}") as r:
+                assert r.status == 405 and r.headers["Allow"] == "POST"
+                assert (await r.json())[
+                    "error"
+                ] == f"method GET not allowed on {path} (allowed: POST)"
+    assert fake.calls("/api/chat") == []
+
+
+async def test_slow_body_gets_408(start_proxy: StartProxy, fake: FakeOllama):
+    proxy = await start_proxy(limits={"body_timeout_s": 1.0})
+    host, port = proxy.url.removeprefix("http://").split(":")
+    reader, writer = await asyncio.open_connection(host, int(port))
+    writer.write(post("/api/chat", CHAT)[: -len(CHAT) + 5])  # headers and 5 bytes of the body
+    await writer.drain()
+    started = time.monotonic()
+    async with asyncio.timeout(5):
+        head = await reader.readuntil(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 408 ") and time.monotonic() - started < 3
+    writer.close()
+    assert fake.calls("/api/chat") == []
+
+
+async def test_partial_headers_are_cut_off(start_proxy: StartProxy):
+    proxy = await start_proxy(limits={"header_timeout_s": 1.0})
+    host, port = proxy.url.removeprefix("http://").split(":")
+    reader, writer = await asyncio.open_connection(host, int(port))
+    writer.write(b"POST /api/chat HTTP/1.1\r\nHost: x\r\nX-Slow: ")
+    await writer.drain()
+    started = time.monotonic()
+    async with asyncio.timeout(5):
+        assert await reader.read() == b""  # closed by the server
+    assert time.monotonic() - started < 3
+    writer.close()

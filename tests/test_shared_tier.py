@@ -70,7 +70,7 @@ async def test_what_several_users_confirm_is_shared_and_what_they_contradict_is_
     assert not any(name in stored for name in ("alice", "bob", "carol"))  # tags only
     assert user_tag("alice") in json.loads(shared.metadata["supporters"])
     await say(proxy, "dave", QUESTION)
-    assert f"(shared knowledge) User said: {EIGHT}" in injected(fake)
+    assert f'(shared knowledge) User said: "{EIGHT}"' in injected(fake)
     await say(proxy, "dave", "Where do the people here live, which street?")
     assert "Rua Augusta" not in injected(fake)  # first-person facts are never shared
     await say(proxy, "alice", QUESTION)
@@ -85,7 +85,7 @@ async def test_what_several_users_confirm_is_shared_and_what_they_contradict_is_
     assert resonance.dropped_contradicted == 1 and resonance.promoted == 1
     await say(proxy, "dave", QUESTION)
     text = injected(fake)
-    assert f"(shared knowledge) User said: {SIX}" in text and "8pm" not in text
+    assert f'(shared knowledge) User said: "{SIX}"' in text and "8pm" not in text
     kept = {h.text: h.metadata for h in await proxy.memory.store.all(SHARED)}
     assert kept[f"User: {EIGHT}\nAssistant: Noted: {EIGHT}"]["dropped"] == "contradicted"
 

@@ -59,10 +59,10 @@ def test_the_block_marks_the_reply_as_an_earlier_answer():
     text = render_block(hits, "<memories>\n{memories}\n</memories>", 200).text
     lines = text.splitlines()
     assert (
-        "- User said: What is the capital of Australia? || Earlier reply (may be wrong): "
-        "The capital of Australia is Sydney."
+        '- User said: "What is the capital of Australia?" || Earlier reply (may be wrong): '
+        '"The capital of Australia is Sydney."'
     ) in lines
-    assert "- Ann: I paint sunsets" in lines  # a single message is shown as it was said
+    assert '- "Ann: I paint sunsets"' in lines  # a single message is shown as it was said
 
 
 async def test_through_the_proxy_the_injected_block_tells_the_two_apart(
@@ -81,10 +81,10 @@ async def test_through_the_proxy_the_injected_block_tells_the_two_apart(
     system = fake.calls("/api/chat")[-1].json()["messages"][0]["content"]
     lines = [line for line in system.splitlines() if line.startswith("- ")]
     assert any(
-        "User said: Where is my cat Miso sleeping? || Earlier reply (may be wrong): " in line
+        'User said: "Where is my cat Miso sleeping?" || Earlier reply (may be wrong): ' in line
         for line in lines
     )
-    assert any("User said: My cat Miso sleeps in a basket by the door" in line for line in lines)
+    assert any('User said: "My cat Miso sleeps in a basket by the door' in line for line in lines)
     # block lines go by date; the rank order is the block's ids
     block = await proxy.memory.recall(Scope("alice"), "Where does Miso sleep?")
     texts = {r["id"]: r["text"] for r in await proxy.memory.export("alice")}
