@@ -81,7 +81,7 @@ class ModelLane:
             while queue and queue[0].done():
                 queue.popleft()
         recall, write = self._waiting["recall"], self._waiting["write"]
-        write_turn = write and (self._recalls_in_a_row >= self.recall_burst or self.write_first())
+        write_turn = write and (self._recalls_in_a_row >= self.recall_burst or self._behind())
         if recall and not write_turn:
             self._count("recall")
             return recall.popleft()
@@ -89,6 +89,12 @@ class ModelLane:
             self._count("write")
             return write.popleft()
         return None
+
+    def _behind(self) -> bool:
+        try:
+            return self.write_first()
+        except Exception:
+            return False
 
     def _release(self) -> None:
         nxt = self._next()

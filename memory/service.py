@@ -405,7 +405,10 @@ class MemoryService:
         while self._admitted and self._admitted[0] < horizon:
             self._admitted.popleft()
         bound = self.config.max_backlog
-        return self.writer.behind(len(self._admitted)) or (bound > 0 and self.pending > bound)
+        # while requests wait, those let in count until their exchanges are queued, so the
+        # next are let in as room appears, not all at once when the writer empties the outbox
+        behind = self.writer.behind(len(self._admitted), congested=bool(self._waiting))
+        return behind or (bound > 0 and self.pending > bound)
 
     async def backlog_room(self) -> float:
         """Admission control: wait while :meth:`backlog_full`, in arrival order, at most

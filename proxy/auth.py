@@ -22,7 +22,7 @@ from multidict import CIMultiDict, CIMultiDictProxy
 
 from proxy.config import AuthConfig, Config
 from proxy.errors import BadRequest, ConfigError, Forbidden, Unauthorized
-from proxy.scope import OPEN_WEBUI_USER, USER_HEADER, Principal, single
+from proxy.scope import OPEN_WEBUI_USER, USER_HEADER, Principal, clean, single
 
 log = logging.getLogger(__name__)
 
@@ -240,7 +240,9 @@ def check_claims(request: web.Request, principal: Principal) -> None:
     if request.path.startswith(ADMIN_PREFIX):
         claims.append(("?user=", request.query.get("user")))
     for name, value in claims:
-        if value is not None and value.strip() and value.strip() != principal.user:
+        if value is not None:  # ambiguous before wrong: 400 first (proxy.scope.clean)
+            value = clean(value, name)
+        if value and value != principal.user:
             raise Forbidden(
                 f"{name} names another user than the credential ({principal.method}) proves"
             )

@@ -226,6 +226,23 @@ async def test_requests_are_admitted_in_order_as_the_writer_makes_room(
     fake.embed_delay_s = 0.0
 
 
+async def test_an_idle_writer_holds_no_chat_however_many_answers_stream(
+    start_proxy: StartProxy, fake: FakeOllama
+):
+    proxy = await start_proxy(memory={"max_lag_s": 0.1})
+    memory = proxy.memory
+    fake.embed_delay_s = 0.05
+    for i in range(8):
+        assert memory.observe(backlog_exchange(i))
+    await proxy.flush()
+    assert memory.writer.seconds_per_exchange is not None and memory.pending == 0
+    # 100 requests let in, their answers still streaming: worth far more than 0.1 s of
+    # writing, but nothing is due, so the next request is not held
+    waits = [await memory.backlog_room() for _ in range(100)]
+    assert waits == [0.0] * 100 and memory.stats.backlog_waits == 0
+    fake.embed_delay_s = 0.0
+
+
 async def test_chats_are_not_held_for_a_writer_whose_embedder_is_down(
     start_proxy: StartProxy, fake: FakeOllama
 ):

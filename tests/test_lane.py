@@ -94,6 +94,28 @@ async def test_writes_go_first_while_the_writer_is_behind():
     assert order == ["r0", "w1", "r1", "r2", "w2", "r3", "w3"]
 
 
+async def test_the_lane_is_handed_on_when_the_writers_hint_fails():
+    lane = ModelLane()
+
+    def broken() -> bool:
+        raise OSError("disk I/O error")  # e.g. the outbox count behind Writer.behind
+
+    lane.write_first = broken
+    order: list[str] = []
+
+    async def call(kind: str, label: str) -> None:
+        async with lane.turn(kind):  # type: ignore[arg-type]
+            order.append(label)
+            await asyncio.sleep(0.01)
+
+    holder = asyncio.create_task(call("recall", "r0"))
+    await asyncio.sleep(0)
+    tasks = [asyncio.create_task(call("write", "w1")), asyncio.create_task(call("recall", "r1"))]
+    async with asyncio.timeout(5):
+        await asyncio.gather(holder, *tasks)
+    assert order == ["r0", "r1", "w1"] and not lane.busy
+
+
 async def test_a_cancelled_waiter_leaves_the_lane_usable():
     lane = ModelLane()
     started = asyncio.Event()

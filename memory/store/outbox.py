@@ -203,6 +203,11 @@ class Outbox:
         """Rows waiting."""
         return int(self.db.execute("SELECT COUNT(*) FROM outbox").fetchone()[0])
 
+    def count_due(self, now: float) -> int:
+        """Rows whose next attempt is due at ``now`` (not waiting out a back-off)."""
+        sql = "SELECT COUNT(*) FROM outbox WHERE next_attempt_at <= ?"
+        return int(self.db.execute(sql, (now,)).fetchone()[0])
+
     def for_user(self, user: str) -> list[OutboxRow]:
         """Every waiting row of ``user``, oldest first (for export)."""
         rows = self.db.execute(

@@ -109,6 +109,7 @@ class Writer:
 
     def wake(self) -> None:
         """Something was queued: look at the outbox."""
+        self._pending = (-1.0, 0)  # count it at the next look
         self._wake.set()
 
     async def flush(self, timeout_s: float | None = None) -> bool:
@@ -127,22 +128,31 @@ class Writer:
         finally:
             self._urgent = False
 
-    def lag_s(self, coming: int = 0) -> float:
-        """Estimated seconds of work in the outbox, plus ``coming`` exchanges not queued yet:
-        rows times :attr:`seconds_per_exchange` (0.0 before the first batch). The count of
-        rows is at most :data:`PENDING_TTL_S` old."""
+    def lag_s(self, coming: int = 0, congested: bool = False) -> float:
+        """Estimated seconds of work the writer has now: the rows due (not those waiting out
+        a back-off) times :attr:`seconds_per_exchange` (0.0 before the first batch), plus
+        ``coming`` exchanges not queued yet when any row is due or ``congested`` (requests
+        are waiting; without either, an idle writer is behind nobody, however many answers
+        are streaming). The count is at most :data:`PENDING_TTL_S` old; when the outbox
+        cannot be read the last count stands."""
         now = time.monotonic()
         if now - self._pending[0] > PENDING_TTL_S:
-            self._pending = (now, self.outbox.count())
-        return (self._pending[1] + coming) * (self.seconds_per_exchange or 0.0)
+            with contextlib.suppress(sqlite3.Error, MemoryLayerError):
+                self._pending = (now, self.outbox.count_due(time.time()))
+        due = self._pending[1]
+        rows = due + coming if due or congested else 0
+        return rows * (self.seconds_per_exchange or 0.0)
 
-    def behind(self, coming: int = 0) -> bool:
+    def behind(self, coming: int = 0, congested: bool = False) -> bool:
         """Whether :meth:`lag_s` is over ``memory.max_lag_s`` (0: never), unless the writer is
-        :attr:`stalled` (an outage is not made worse by holding chats). Then the writer's
-        model calls go before recall's (:attr:`memory.lane.ModelLane.write_first`) and new
-        chat requests wait (:meth:`memory.service.MemoryService.backlog_room`)."""
+        :attr:`stalled` or not running (an outage is not made worse by holding chats). Then
+        the writer's model calls go before recall's
+        (:attr:`memory.lane.ModelLane.write_first`) and new chat requests wait
+        (:meth:`memory.service.MemoryService.backlog_room`)."""
         bound = self.config.max_lag_s
-        return bound > 0 and not self.stalled and self.lag_s(coming) > bound
+        running = self._task is not None and not self._task.done()
+        lag = self.lag_s(coming, congested)
+        return bound > 0 and running and not self.stalled and lag > bound
 
     async def _drain(self) -> None:
         failures = 0
@@ -164,18 +174,16 @@ class Writer:
         """One batch of what is due (or an idle wait), then the access statistics."""
         rows = self.outbox.due(time.time(), self.config.write_batch_max)
         if rows:
-            started, before = time.monotonic(), self._settled()
+            started, before = time.monotonic(), vars(self.stats).copy()
             await self.write_rows(rows)
-            settled = self._settled() - before
-            self.stalled = not settled
-            if settled:  # a failed batch says nothing of what a write costs
-                self._learn_cost((time.monotonic() - started) / settled)
+            written = self.stats.written - before["written"]
+            failed = self.stats.failed_attempts - before["failed_attempts"]
+            self.stalled = bool(failed) and not written
+            if written and not failed:  # a batch that failed says nothing of what a write costs
+                self._learn_cost((time.monotonic() - started) / len(rows))
         else:
             await self._idle()
         await self.access.flush_quietly()
-
-    def _settled(self) -> int:
-        return self.stats.written + self.stats.gated
 
     def _learn_cost(self, seconds: float) -> None:
         # Wall time, lane waits included: while recall goes first this overstates the cost, so
