@@ -30,9 +30,15 @@ async def test_demo_shows_recall_injection_and_storage(fake: FakeOllama, tmp_pat
     assert "recalled: nothing" in turns[1]  # turn 1 is still in that conversation's history
     assert "peanuts" in turns[2].split("model:")[0]
     assert "Lisbon" in turns[3].split("model:")[0]  # recalled before the model answered
-    scores = [float(x) for x in re.findall(r"symbiosis: (\d\.\d\d) \(attractor\)", text)]
+    found = re.findall(r"symbiosis: (\d\.\d\d) \((attractor|repulsor)\)", text)
+    scores = [float(x) for x, _ in found]
     assert text.count("stored:   memory") == 4 and len(scores) == 4
-    assert all(0.4 < x <= 1.0 for x in scores)  # harmless, answered: attractors
+    # harmless and answered: attractors. The fake model's replies to turns 3 and 4 repeat
+    # the injected block (it echoes its user turn), which no real answer does: only scored
+    assert (
+        all(0.5 < x <= 1.0 for x in scores[:2]) and [p for _, p in found[:2]] == ["attractor"] * 2
+    )
+    assert all(0.0 <= x <= 1.0 for x in scores)
     assert "4 memories stored" in text
     assert not (tmp_path / "mine").exists()  # the user's own store is never touched
     sent = fake.calls("/api/chat")[-1].json()
