@@ -2,7 +2,7 @@
 user JWT (``auth.openwebui_jwt_secret``), checked by one middleware before any handler runs.
 
 With neither configured the middleware only swaps in ``upstream.api_key`` (when set) and the
-user is whatever the client claims (:func:`proxy.scope.scope_for`). See SECURITY-auth.md.
+user is whatever the client claims (:func:`proxy.scope.scope_for`). See the README, "Security".
 """
 
 from __future__ import annotations

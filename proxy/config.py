@@ -88,7 +88,7 @@ class AdminConfig(Frozen):
 class AuthConfig(Frozen):
     """Authenticated users (off by default: the user is then whatever the client claims).
     With either key set, every chat route and ``/memory/*`` need a credential that decides the
-    user; either credential is accepted when both are set. See SECURITY-auth.md."""
+    user; either credential is accepted when both are set. See the README, "Security"."""
 
     tokens_file: Path | None = None
     """File of ``USER SHA256HEX`` lines (the SHA-256 of each user's token); clients send
