@@ -17,6 +17,7 @@ from proxy.errors import BadRequest, MemoryUnavailable, NotFound, Unauthorized
 from proxy.manifest import manifest_path
 from proxy.scope import DEFAULT_USER, USER_HEADER
 from proxy.state import AFFECT, CONFIG, COUNTERS, MEMORY, UPSTREAM
+from proxy.wire import decode_json_object
 
 MAX_K = 100
 
@@ -95,12 +96,7 @@ async def feedback(request: web.Request) -> web.Response:
     of that user. Answers the revised ``{"memory_id", "symbiosis", "polarity", "signals"}``;
     400 on a malformed body, 404 when the user has no such memory."""
     require_admin(request)
-    try:
-        body = await request.json()
-    except ValueError as exc:
-        raise BadRequest(f"body is not JSON: {exc}") from exc
-    if not isinstance(body, dict):
-        raise BadRequest("body must be a JSON object")
+    body = decode_json_object(await request.read())  # the chat routes' checks, same errors
     ident = body.get("id") or body.get("memory_id") or body.get("exchange_id")
     value = body.get("score")
     if not isinstance(ident, str) or not ident:

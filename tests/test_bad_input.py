@@ -250,3 +250,22 @@ async def test_partial_headers_are_cut_off(start_proxy: StartProxy):
         assert await reader.read() == b""  # closed by the server
     assert time.monotonic() - started < 3
     writer.close()
+
+
+@pytest.mark.parametrize(
+    ("raw", "mentions"),
+    [
+        (b'{"id": "a\\ud800", "score": 0.5}', "lone surrogate"),
+        (b"[" * 100_000, "nested too deeply"),
+        (b'{"id": "x", "score": NaN}', "NaN"),
+        (b"[1]", "must be a JSON object"),
+    ],
+)
+async def test_feedback_bodies_get_the_chat_routes_checks(
+    proxy: RunningProxy, raw: bytes, mentions: str
+):
+    async with aiohttp.ClientSession() as http:
+        url = f"{proxy.url}/memory/feedback?user=alice"
+        async with http.post(url, data=raw) as r:
+            assert r.status == 400
+            assert mentions in (await r.json())["error"]
