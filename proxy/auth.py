@@ -292,6 +292,5 @@ def authenticate(authenticator: Authenticator | None, api_key: str | None) -> Mi
 def auth_middleware(config: Config) -> Middleware:
     """:func:`authenticate` for ``config``; raises ConfigError on an unreadable token file."""
     auth = config.auth
-    enabled = auth.tokens_file is not None or auth.openwebui_jwt_secret is not None
-    authenticator = Authenticator(auth, config.admin.token) if enabled else None
+    authenticator = Authenticator(auth, config.admin.token) if auth.enabled else None
     return authenticate(authenticator, config.upstream.api_key)

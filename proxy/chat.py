@@ -209,8 +209,9 @@ async def plan(request: web.Request, adapter: Adapter) -> Plan:
     sent = json.dumps(body, ensure_ascii=False).encode("utf-8") if edited else raw
     status = "injected" if injected else ("skipped" if block is None else "none")
     speaker = adapter.speaker(body)
-    decided = Plan(sent, model, scope, query, block or MemoryBlock.empty(), status, speaker)
-    decided.unsaved = request.app[MEMORY].unsaved
+    block = block or MemoryBlock.empty()
+    unsaved = request.app[MEMORY].unsaved
+    decided = Plan(sent, model, scope, query, block, status, speaker, unsaved=unsaved)
     for listener in request.app.get(PLAN_LISTENERS, ()):
         listener(decided)
     return decided

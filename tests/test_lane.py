@@ -5,6 +5,7 @@ work does not trip the embedder's breaker."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 
 import numpy as np
 import pytest
@@ -35,6 +36,22 @@ class OneAtATime(SlowEmbedder):
             self.running -= 1
 
 
+def taker(
+    lane: ModelLane, order: list[str], after: Callable[[str], object] | None = None
+) -> Callable[[str, str], Awaitable[None]]:
+    """A call that holds ``lane`` as ``kind`` for 10 ms, recording its ``label`` in ``order``
+    when granted (then calling ``after(label)``)."""
+
+    async def call(kind: str, label: str) -> None:
+        async with lane.turn(kind):  # type: ignore[arg-type]
+            order.append(label)
+            if after is not None:
+                after(label)
+            await asyncio.sleep(0.01)
+
+    return call
+
+
 async def test_write_work_is_chunked_and_recall_goes_between_its_chunks():
     inner = OneAtATime()
     lane = ModelLane(recall_burst=1)
@@ -55,11 +72,7 @@ async def test_write_work_is_chunked_and_recall_goes_between_its_chunks():
 async def test_recall_first_but_a_write_gets_a_turn_after_the_burst():
     lane = ModelLane(recall_burst=2)
     order: list[str] = []
-
-    async def call(kind: str, label: str) -> None:
-        async with lane.turn(kind):  # type: ignore[arg-type]
-            order.append(label)
-            await asyncio.sleep(0.01)
+    call = taker(lane, order)
 
     holder = asyncio.create_task(call("write", "w0"))
     await asyncio.sleep(0)
@@ -77,12 +90,8 @@ async def test_writes_go_first_while_the_writer_is_behind():
     lane.write_first = lambda: behind["now"]
     order: list[str] = []
 
-    async def call(kind: str, label: str) -> None:
-        async with lane.turn(kind):  # type: ignore[arg-type]
-            order.append(label)
-            if label == "w1":
-                behind["now"] = False  # caught up: recall first again
-            await asyncio.sleep(0.01)
+    # caught up after the first write: recall first again
+    call = taker(lane, order, after=lambda label: label == "w1" and behind.update(now=False))
 
     holder = asyncio.create_task(call("recall", "r0"))
     await asyncio.sleep(0)
@@ -102,11 +111,7 @@ async def test_the_lane_is_handed_on_when_the_writers_hint_fails():
 
     lane.write_first = broken
     order: list[str] = []
-
-    async def call(kind: str, label: str) -> None:
-        async with lane.turn(kind):  # type: ignore[arg-type]
-            order.append(label)
-            await asyncio.sleep(0.01)
+    call = taker(lane, order)
 
     holder = asyncio.create_task(call("recall", "r0"))
     await asyncio.sleep(0)

@@ -4,6 +4,7 @@ the benchmarks."""
 # ruff: noqa: RUF001, RUF002  (the look-alike angle quotes are the point: see ANGLES)
 from __future__ import annotations
 
+import functools
 import json
 import re
 import unicodedata
@@ -83,6 +84,7 @@ def render_body(hit: MemoryHit) -> str:
     return SHARED_MARK + text if hit.record.tier == "shared" else text
 
 
+@functools.lru_cache(maxsize=65536)  # the same memories are rendered request after request
 def quote(text: str) -> str:
     """``text`` as one JSON string literal on one line, neutralised first.
 

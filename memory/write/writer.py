@@ -109,7 +109,8 @@ class Writer:
 
     def wake(self) -> None:
         """Something was queued: look at the outbox."""
-        self._pending = (-1.0, 0)  # count it at the next look
+        at, due = self._pending
+        self._pending = (at, due + 1)  # counted without a query: the request path calls this
         self._wake.set()
 
     async def flush(self, timeout_s: float | None = None) -> bool:
