@@ -15,7 +15,6 @@ import aiohttp
 from aiohttp import web
 
 from memory.errors import MemoryLayerError
-from memory.export import export_user
 from memory.ingest import drain, queue, read_messages
 from proxy import __version__
 from proxy.app import create_app, memory_for
@@ -23,6 +22,7 @@ from proxy.auth import add_user, read_tokens, remove_user
 from proxy.config import Config, load_config
 from proxy.demo import DemoError, run_demo
 from proxy.errors import ConfigError
+from proxy.memories_cli import add_memories, run_memories
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -37,7 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--config", type=Path, help="YAML config file (default: built-in defaults)")
     show = commands.add_parser("config", help="print the effective configuration as JSON")
     show.add_argument("--config", type=Path, help="YAML config file")
-    adders = (_add_ingest, _add_demo, _add_score, _add_metabolize, _add_audit, _add_memories)
+    adders = (_add_ingest, _add_demo, _add_score, _add_metabolize, _add_audit, add_memories)
     for add in (*adders, _add_users):
         add(commands)
     return parser
@@ -99,23 +99,6 @@ def _add_audit(commands: Commands[argparse.ArgumentParser]) -> None:
     audit.add_argument("--id", help="an exchange or memory id whose entries to show")
 
 
-def _add_memories(commands: Commands[argparse.ArgumentParser]) -> None:
-    memories = commands.add_parser("memories", help="inspect stored memories")
-    memory_commands = memories.add_subparsers(dest="memories_command", required=True)
-    export = memory_commands.add_parser(
-        "export", help="write every memory of a user (stored and queued) as JSONL to stdout"
-    )
-    export.add_argument("--user", required=True, help="the user whose memories to export")
-    export.add_argument("--config", type=Path, help="YAML config file")
-    export.add_argument(
-        "--drain-timeout",
-        type=float,
-        default=10.0,
-        metavar="SECONDS",
-        help="when no proxy is running, first write queued exchanges for up to this long",
-    )
-
-
 def _add_users(commands: Commands[argparse.ArgumentParser]) -> None:
     users = commands.add_parser("users", help="manage the users of auth.tokens_file")
     user_commands = users.add_subparsers(dest="users_command", required=True)
@@ -158,16 +141,6 @@ def serve(config: Config) -> None:
         flush=True,
     )
     web.run_app(create_app(config), host=config.listen.host, port=config.listen.port, print=None)
-
-
-async def export(config: Config, user: str, drain_timeout_s: float) -> int:
-    """Print ``user``'s memories as JSONL; returns how many were printed."""
-    async with aiohttp.ClientSession() as session:
-        service = memory_for(config, session)
-        records = await export_user(service, user, drain_timeout_s)
-    for record in records:
-        sys.stdout.write(json.dumps(record, ensure_ascii=False) + "\n")
-    return len(records)
 
 
 async def ingest_file(config: Config, path: Path, user: str) -> int:
@@ -348,7 +321,7 @@ def run_command(args: argparse.Namespace, config: Config) -> int:
     elif args.command == "users":
         return run_users(config, args)
     elif args.command == "memories":
-        asyncio.run(export(config, args.user, args.drain_timeout))
+        return run_memories(config, args)
     else:
         serve(config)
     return 0
