@@ -16,7 +16,7 @@ from aiohttp import web
 
 from memory.errors import MemoryLayerError
 from memory.ingest import drain, queue, read_messages
-from proxy import __version__
+from proxy import __version__, setup_cli
 from proxy.app import create_app, memory_for
 from proxy.auth import add_user, read_tokens, remove_user
 from proxy.config import Config, load_config
@@ -38,7 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
     show = commands.add_parser("config", help="print the effective configuration as JSON")
     show.add_argument("--config", type=Path, help="YAML config file")
     adders = (_add_ingest, _add_demo, _add_score, _add_metabolize, _add_audit, add_memories)
-    for add in (*adders, _add_users):
+    for add in (*adders, _add_users, setup_cli.add_parsers):
         add(commands)
     return parser
 
@@ -298,7 +298,7 @@ def run_audit(config: Config, log_path: Path | None, ident: str | None) -> int:
     return 0
 
 
-QUIET_COMMANDS = frozenset({"ingest", "demo", "score", "metabolize", "memories"})
+QUIET_COMMANDS = frozenset({"ingest", "demo", "score", "metabolize", "memories", "doctor"})
 """Commands that log only warnings, as one-line ``symbiotic-memory: ...`` messages."""
 
 
@@ -320,6 +320,8 @@ def run_command(args: argparse.Namespace, config: Config) -> int:
         return run_audit(config, args.log, args.id)
     elif args.command == "users":
         return run_users(config, args)
+    elif args.command == "doctor":
+        return setup_cli.run_doctor(config)
     elif args.command == "memories":
         return run_memories(config, args)
     else:
@@ -331,6 +333,8 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point; returns the process exit status."""
     args = build_parser().parse_args(argv)
     try:
+        if args.command == "init":  # writes the config: there is none to read yet
+            return setup_cli.run_init(args)
         return run_command(args, load_config(args.config))
     except ConfigError as exc:
         print(f"symbiotic-memory: config error: {exc}", file=sys.stderr)

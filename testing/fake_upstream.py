@@ -91,6 +91,8 @@ class FakeOllama:
     a model that repeats whatever was put in its context (scripts/audit_leakage.py)."""
     without: frozenset[str] = frozenset()
     """Paths not served (404, as a server without that API answers), e.g. ``/v1/responses``."""
+    pulled: tuple[str, ...] = ()
+    """Extra model names ``/api/tags`` lists (when set, as plain JSON after the default one)."""
     url: str = ""
     _runner: web.AppRunner | None = None
 
@@ -140,6 +142,8 @@ class FakeOllama:
         headers = dict(request.headers)
         recorded = Recorded(request.method, request.path, headers, body, request.query_string)
         self.requests.append(recorded)
+        if request.path in self.without:  # also paths routed before ``without`` was set
+            raise web.HTTPNotFound()
         return await handler(request)
 
     # --- plain endpoints -------------------------------------------------------------------
@@ -150,6 +154,10 @@ class FakeOllama:
         return web.json_response({"version": "0.12.6"})
 
     async def tags(self, request: web.Request) -> web.Response:
+        if self.pulled:
+            models = json.loads(TAGS_BODY)["models"]
+            models += [{**models[0], "name": name, "model": name} for name in self.pulled]
+            return web.json_response({"models": models})
         return web.Response(body=TAGS_BODY, content_type="application/json")
 
     async def ps(self, request: web.Request) -> web.Response:
