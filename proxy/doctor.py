@@ -1,4 +1,4 @@
-"""``symbiotic-memory doctor``: is this set-up going to work? One line per check, with a fix.
+"""``symbiotic-memory doctor``: will this set-up work? One line per check, with a fix.
 
 Each check is an async function of a :class:`Probe` returning a :class:`Check`: ``ok``,
 ``warn`` (works, but worth knowing) or ``fail`` (the proxy will not work as configured). The
@@ -8,9 +8,11 @@ migrated or written except one temporary file per directory proving it is writab
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 import os
 import shutil
+import socket
 import sqlite3
 import tempfile
 from collections.abc import Awaitable, Callable
@@ -220,8 +222,6 @@ async def check_store(probe: Probe) -> Check:
 async def collection_dims(config: Config) -> dict[str, int]:
     """``{collection name: recorded dimension}`` of this prefix's collections (read only: the
     store is not opened the proxy's way, so no layout migration runs)."""
-    import asyncio
-
     import chromadb
     from chromadb.config import Settings
 
@@ -328,13 +328,55 @@ async def check_auth(probe: Probe) -> Check:
     return Check("auth", "ok", f"off: {host} is loopback only, users are what clients claim")
 
 
+async def check_scorer(probe: Probe) -> Check:
+    """The symbiosis scorer's models load (else scores use lexical signals only: a warning)."""
+    symbiosis = probe.config.symbiosis
+    if not symbiosis.enabled:
+        return Check("scorer", "ok", "symbiosis.enabled is false")
+    from memory.score.symbiosis import make_scorer
+
+    scorer = await asyncio.to_thread(make_scorer, symbiosis)
+    if scorer.degraded:
+        fix = "pip install 'symbiotic-latent-memory[local]', or set symbiosis.scorer: lexical"
+        return Check("scorer", "warn", f"lexical signals only: {scorer.degraded}", fix)
+    return Check("scorer", "ok", f"{symbiosis.scorer} (definition {scorer.definition.hash})")
+
+
+async def check_listen(probe: Probe) -> Check:
+    """The listen address is free, or a symbiotic-memory proxy already answers there."""
+    listen = probe.config.listen
+    if listen.port == 0:
+        return Check("listen", "ok", f"{listen.host}, a free port chosen at start")
+    family = socket.AF_INET6 if ":" in listen.host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as aiohttp binds
+        try:
+            sock.bind((listen.host, listen.port))
+        except OSError as exc:
+            bind_error = exc.strerror or str(exc)
+        else:
+            return Check("listen", "ok", f"{listen.host}:{listen.port} is free")
+    host = f"[{listen.host}]" if family == socket.AF_INET6 else listen.host
+    try:
+        _, body = await probe.get_json(f"http://{host}:{listen.port}/healthz")
+    except (aiohttp.ClientError, TimeoutError):
+        body = None
+    if isinstance(body, dict) and "status" in body and "upstream" in body:
+        detail = f"a proxy already runs on {host}:{listen.port} (status {body['status']})"
+        return Check("listen", "ok", detail)
+    fix = "stop what holds it, or set listen.port"
+    return Check("listen", "fail", f"{host}:{listen.port}: {bind_error}", fix)
+
+
 CHECKS: tuple[Callable[[Probe], Awaitable[Check]], ...] = (
     check_upstream,
     check_embedder,
     check_store,
     check_files,
+    check_scorer,
     check_manifest,
     check_auth,
+    check_listen,
 )
 """In order: the store check uses the dimension the embedder check found."""
 

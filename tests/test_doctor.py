@@ -12,6 +12,7 @@ from proxy.cli import main
 from proxy.config import load_config
 from proxy.setup_cli import template_path
 from testing.fake_upstream import FakeOllama
+from tests.conftest import StartProxy
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -23,11 +24,11 @@ def config_file(tmp_path: Path, url: str, **extra: object) -> Path:
     args = ["init", str(target), "--upstream", url, "--upstream-kind", "ollama"]
     args += ["--store", str(tmp_path / "chroma")]
     assert main(args) == 0
-    if extra:
-        data = yaml.safe_load(target.read_text())
-        for section, values in extra.items():
-            data[section] = {**(data.get(section) or {}), **values}  # type: ignore[dict-item]
-        target.write_text(yaml.safe_dump(data))
+    extra = {"listen": {"port": 0}, **extra}  # 11435 may be taken on this machine
+    data = yaml.safe_load(target.read_text())
+    for section, values in extra.items():
+        data[section] = {**(data.get(section) or {}), **values}  # type: ignore[dict-item]
+    target.write_text(yaml.safe_dump(data))
     return target
 
 
@@ -88,7 +89,16 @@ async def test_doctor_passes_on_a_working_set_up(
     status, out, err = await doctor(capsys, config_file(tmp_path, fake.url))
     assert status == 0, out + err
     names = [text.split()[1] for text in out.splitlines()]
-    assert names == ["upstream", "embedder", "store", "files", "manifest", "auth"]
+    assert names == [
+        "upstream",
+        "embedder",
+        "store",
+        "files",
+        "scorer",
+        "manifest",
+        "auth",
+        "listen",
+    ]
     assert all(text.startswith("ok") for text in out.splitlines())
     assert "Ollama 0.12.6" in line(out, "upstream")
     assert "64 dims" in line(out, "embedder")
@@ -160,3 +170,26 @@ async def test_doctor_finds_unwritable_paths_and_a_token_file_without_users(
     auth = line(out, "auth")
     assert "lists no users" in auth and "symbiotic-memory users add NAME" in auth
     assert line(out, "manifest").startswith("ok")
+
+
+async def test_doctor_tells_a_running_proxy_from_another_program_on_the_port(
+    fake: FakeOllama,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    start_proxy: StartProxy,
+):
+    fake.pulled = ("nomic-embed-text:latest",)
+    running = await start_proxy()
+    port = int(running.url.rsplit(":", 1)[1])
+    status, out, _ = await doctor(capsys, config_file(tmp_path, fake.url, listen={"port": port}))
+    assert "a proxy already runs on 127.0.0.1" in line(out, "listen") and status == 0
+    other = await asyncio.start_server(lambda r, w: w.close(), "127.0.0.1", 0)
+    taken = other.sockets[0].getsockname()[1]
+    try:
+        status, out, _ = await doctor(
+            capsys, config_file(tmp_path / "o", fake.url, listen={"port": taken})
+        )
+    finally:
+        other.close()
+    assert status == 1
+    assert "fix: stop what holds it, or set listen.port" in line(out, "listen")
