@@ -335,6 +335,12 @@ async def check_scorer(probe: Probe) -> Check:
         return Check("scorer", "ok", "symbiosis.enabled is false")
     from memory.score.symbiosis import make_scorer
 
+    try:  # its "Loading weights" bar would break the one-line-per-check report
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
+    except ImportError:
+        pass
     scorer = await asyncio.to_thread(make_scorer, symbiosis)
     if scorer.degraded:
         fix = "pip install 'symbiotic-latent-memory[local]', or set symbiosis.scorer: lexical"
