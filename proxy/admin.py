@@ -7,9 +7,11 @@ from dataclasses import asdict
 from typing import Any
 
 import aiohttp
+import numpy as np
 from aiohttp import web
 
 from memory.errors import MemoryLayerError
+from memory.metabolism.decay import active_days, effective_strength
 from memory.types import MemoryHit
 from proxy.auth import PRINCIPAL, admin_credential
 from proxy.errors import BadRequest, MemoryUnavailable, NotFound, Unauthorized
@@ -84,19 +86,36 @@ def int_param(request: web.Request, name: str, default: int, low: int, high: int
     return value
 
 
-def listed_json(hit: MemoryHit) -> dict[str, Any]:
+def listed_json(hit: MemoryHit, strength_now: float) -> dict[str, Any]:
     """One row of ``GET /memory/list``: ``{"id", "text", "time" (Unix s, when said, else
-    stored; None: unknown), "strength" (stored, before decay), "symbiosis", "scored",
-    "polarity", "tier", "quadrant", "phase", "dormant", "consolidated_into"}``
-    (field meanings: :class:`memory.record.MemoryRecord`)."""
+    stored; None: unknown), "strength" (stored, before decay), "strength_now" (after decay),
+    "symbiosis", "scored", "polarity", "tier", "quadrant", "phase", "dormant",
+    "consolidated_into"}`` (field meanings: :class:`memory.record.MemoryRecord`)."""
     r = hit.record
     return {
         "id": hit.id,
         "text": hit.text,
         "time": r.event_time,
+        "strength_now": round(strength_now, 4),
         **{k: getattr(r, k) for k in ("strength", "symbiosis", "scored", "polarity", "tier")},
         **{k: getattr(r, k) for k in ("quadrant", "phase", "dormant", "consolidated_into")},
     }
+
+
+def strengths_now(hits: list[MemoryHit], request: web.Request) -> list[float]:
+    """Each memory's strength after decay over the user's active days, as recall and the
+    sleep cycle compute it (:func:`memory.metabolism.decay.effective_strength`)."""
+    records = [hit.record for hit in hits]
+    days = active_days(np.array([r.event_time or 0.0 for r in records]))
+    now: list[float] = effective_strength(
+        np.array([r.strength for r in records]),
+        np.array([r.last_used for r in records]),
+        np.array([r.screened for r in records], dtype=bool),
+        days,
+        request.app[CONFIG].metabolism,
+        np.array([r.symbiosis for r in records]),
+    ).tolist()
+    return now
 
 
 async def list_memories(request: web.Request) -> web.Response:
@@ -113,7 +132,8 @@ async def list_memories(request: web.Request) -> web.Response:
     except MemoryLayerError as exc:
         raise MemoryUnavailable(f"memory list failed: {exc}") from exc
     hits.sort(key=lambda hit: (hit.record.event_time or 0.0, hit.id), reverse=True)
-    page = [listed_json(hit) for hit in hits[offset : offset + limit]]
+    now = strengths_now(hits, request)[offset : offset + limit]
+    page = [listed_json(h, s) for h, s in zip(hits[offset : offset + limit], now, strict=True)]
     return web.json_response(
         {"user": user, "proven": PRINCIPAL in request, "total": len(hits), "offset": offset}
         | {"limit": limit, "memories": page}

@@ -206,6 +206,9 @@ async def test_with_auth_the_browser_signs_in_with_basic_and_sees_only_its_user(
     assert (await api(proxy, "GET", "/memory/list", basic("alice", TOKENS["alice"])))[0] == 200
     assert (await api(proxy, "GET", "/memory/list", basic("bob", TOKENS["alice"])))[0] == 401
     assert (await api(proxy, "GET", "/memory/list", basic("alice", "wrong")))[0] == 401
+    garbled = {"Authorization": "Basic not*base64"}
+    status, body = await api(proxy, "GET", "/memory/list", garbled)
+    assert status == 401 and "base64" in body["error"]
     status, body = await api(
         proxy, "GET", "/memory/list", basic("alice", TOKENS["alice"]), user="bob"
     )
@@ -247,7 +250,8 @@ async def test_list_pages_newest_first_and_refuses_bad_parameters(proxy: Running
     assert len({m["id"] for m in listed}) == 3
     times = [m["time"] for m in listed]
     assert times == sorted(times, reverse=True)
-    assert set(listed[0]) >= {"text", "strength", "symbiosis", "polarity", "tier", "quadrant"}
+    assert set(listed[0]) >= {"text", "strength", "strength_now", "symbiosis", "polarity", "tier"}
+    assert all(0 < m["strength_now"] <= m["strength"] for m in listed)
     for bad in ({"limit": "0"}, {"limit": "501"}, {"offset": "-1"}, {"limit": "ten"}):
         status, body = await api(proxy, "GET", "/memory/list", user="marta", **bad)
         assert status == 400 and next(iter(bad)) in body["error"]

@@ -93,7 +93,12 @@ function rowElement(row) {
   const tr = document.createElement("tr");
   tr.dataset.id = row.id;
   tr.append(cell(row.text, "text"), cell(formatTime(row.time), "nowrap"));
-  tr.append(cell(number(row.strength, 2), "num strength"));
+  const now = typeof row.strength_now === "number";
+  const strength = cell(number(now ? row.strength_now : row.strength, 2), "num strength");
+  strength.title = now
+    ? `after decay; stored ${number(row.strength, 2)}`
+    : "stored strength (before decay)";
+  tr.append(strength);
   tr.append(cell(row.scored ? number(row.symbiosis, 2) : "—", "num symbiosis"));
   const pol = document.createElement("td");
   const pill = document.createElement("span");
@@ -101,13 +106,13 @@ function rowElement(row) {
   pill.textContent = row.scored && row.polarity ? row.polarity : "unscored";
   pol.className = "polarity";
   pol.append(pill);
-  tr.append(pol, cell(row.tier || "—"), cell(row.quadrant || "—"));
+  tr.append(pol, cell(row.tier || "—"), cell((row.quadrant || "—").replaceAll("_", " ")));
   const fb = document.createElement("td");
   fb.className = "nowrap";
   fb.append(
-    button("👍", "feedback up", "This memory helped (feedback 1)", () => feedback(row, 1, tr)),
+    button("Good", "feedback up", "This memory helped (feedback 1)", () => feedback(row, 1, tr)),
     " ",
-    button("👎", "feedback down", "This memory hurt (feedback 0)", () => feedback(row, 0, tr)),
+    button("Bad", "feedback down", "This memory hurt (feedback 0)", () => feedback(row, 0, tr)),
   );
   const forgetCell = document.createElement("td");
   forgetCell.append(button("Forget", "forget", "Erase this memory", (e) => forget(row, tr, e)));
@@ -221,6 +226,8 @@ function drawChart(rows) {
   let t0 = Math.min(...times), t1 = Math.max(...times);
   if (!points.length) { t0 = Date.now() / 1000 - 86400; t1 = Date.now() / 1000; }
   if (t1 - t0 < 3600) { t0 -= 1800; t1 += 1800; }
+  const pad = (t1 - t0) * 0.03; // keep the first and last dots off the axes
+  t0 -= pad; t1 += pad;
   const x = (t) => L + ((t - t0) / (t1 - t0)) * (W - L - R);
   const y = (s) => T + (1 - s) * (H - T - B);
   for (const s of [0, 0.25, 0.5, 0.75, 1]) {
@@ -231,12 +238,14 @@ function drawChart(rows) {
   chart.append(svg("line", { x1: L, x2: L, y1: T, y2: H - B, class: "axis" }));
   for (let i = 0; i <= 4; i += 1) {
     const t = t0 + ((t1 - t0) * i) / 4;
-    chart.append(svg("text", { x: x(t), y: H - 10, "text-anchor": "middle" },
+    const anchor = i === 0 ? "start" : i === 4 ? "end" : "middle";
+    chart.append(svg("text", { x: x(t), y: H - 10, "text-anchor": anchor },
       formatTime(t).slice(0, 10)));
   }
   for (const r of points) {
     const score = r.scored && typeof r.symbiosis === "number" ? r.symbiosis : 0.5;
-    const radius = 3 + 6 * Math.sqrt(Math.max(0, Math.min(1, r.strength ?? 1)));
+    const strength = typeof r.strength_now === "number" ? r.strength_now : r.strength;
+    const radius = 3 + 6 * Math.sqrt(Math.max(0, Math.min(1, strength ?? 1)));
     const dot = svg("circle", { cx: x(r.time), cy: y(score), r: radius.toFixed(1),
       class: polarityOf(r), "data-id": r.id });
     dot.append(svg("title", {}, `${r.text.slice(0, 140)}\nsymbiosis ${number(score, 2)}`));
