@@ -1,4 +1,4 @@
-"""The memory page: ``GET /ui`` and its two files, plain HTML, script and CSS from
+"""The memory page: ``GET /ui`` and its files, plain HTML, script and CSS from
 ``proxy/ui/`` (package data; no build step, nothing fetched from elsewhere).
 
 The page reads and changes memories only through the admin API (``/memory/list``,
@@ -26,6 +26,7 @@ FILES = {
     "index.html": "text/html",
     "app.js": "text/javascript",
     "style.css": "text/css",
+    "icon.svg": "image/svg+xml",
 }
 """The page's files and their types: nothing else under ``/ui/`` is served."""
 CSP = (

@@ -93,6 +93,9 @@ async def test_page_lists_searches_forgets_and_takes_feedback(proxy: RunningProx
     await remember(proxy, "alice", "I am allergic to hazelnuts")
     await remember(proxy, "bob", "bob keeps bees in Uppsala")
     page = await browser.new_page()
+    problems: list[str] = []  # script errors and CSP violations: the page must cause none
+    page.on("pageerror", lambda error: problems.append(str(error)))
+    page.on("console", lambda m: problems.append(m.text) if m.type == "error" else None)
     response = await page.goto(f"{proxy.url}/ui?user=alice")
     assert response.status == 200 and response.headers["content-security-policy"] == CSP
     await page.wait_for_selector("#memories tbody tr")
@@ -127,7 +130,7 @@ async def test_page_lists_searches_forgets_and_takes_feedback(proxy: RunningProx
     assert status == 200 and row["scored"] and row["symbiosis"] < float(before)
     assert await score_cell.inner_text() == f"{row['symbiosis']:.2f}"
     assert await page.inner_text(f"tr[data-id='{dog}'] .polarity") == row["polarity"]
-    assert await page.inner_text("#error") == ""
+    assert await page.inner_text("#error") == "" and problems == []
 
 
 async def test_memory_text_is_shown_as_text_never_as_html(proxy: RunningProxy, browser):
