@@ -3,16 +3,17 @@
 from __future__ import annotations
 
 import asyncio
-import hmac
 from dataclasses import asdict
 from typing import Any
 
 import aiohttp
+import numpy as np
 from aiohttp import web
 
 from memory.errors import MemoryLayerError
+from memory.metabolism.decay import active_days, effective_strength
 from memory.types import MemoryHit
-from proxy.auth import PRINCIPAL
+from proxy.auth import PRINCIPAL, admin_credential
 from proxy.errors import BadRequest, MemoryUnavailable, NotFound, Unauthorized
 from proxy.manifest import manifest_path
 from proxy.scope import DEFAULT_USER, USER_HEADER
@@ -20,6 +21,8 @@ from proxy.state import AFFECT, CONFIG, COUNTERS, MEMORY, UPSTREAM
 from proxy.wire import decode_json_object
 
 MAX_K = 100
+MAX_LIST = 500
+"""Largest ``limit`` of ``GET /memory/list`` (a page, not an export: ``memories export``)."""
 
 
 def require_admin(request: web.Request) -> None:
@@ -28,8 +31,7 @@ def require_admin(request: web.Request) -> None:
     token = request.app[CONFIG].admin.token
     if token is None or PRINCIPAL in request:
         return
-    sent = request.headers.get("Authorization", "")
-    if not hmac.compare_digest(sent.encode(), f"Bearer {token}".encode()):
+    if not admin_credential(request.headers, token):  # Bearer, or Basic from /ui's browser
         raise Unauthorized("admin endpoints need 'Authorization: Bearer <admin.token>'")
 
 
@@ -71,6 +73,71 @@ async def search(request: web.Request) -> web.Response:
     except MemoryLayerError as exc:
         raise MemoryUnavailable(f"memory search failed: {exc}") from exc
     return web.json_response([hit_json(hit) for hit in hits])
+
+
+def int_param(request: web.Request, name: str, default: int, low: int, high: int) -> int:
+    """Query parameter ``name`` as an int in ``[low, high]``; BadRequest otherwise."""
+    try:
+        value = int(request.query.get(name, str(default)))
+    except ValueError as exc:
+        raise BadRequest(f"query parameter '{name}' must be an integer") from exc
+    if not low <= value <= high:
+        raise BadRequest(f"query parameter '{name}' must be between {low} and {high}")
+    return value
+
+
+def listed_json(hit: MemoryHit, strength_now: float) -> dict[str, Any]:
+    """One row of ``GET /memory/list``: ``{"id", "text", "time" (Unix s, when said, else
+    stored; None: unknown), "strength" (stored, before decay), "strength_now" (after decay),
+    "symbiosis", "scored", "polarity", "tier", "quadrant", "phase", "dormant",
+    "consolidated_into"}`` (field meanings: :class:`memory.record.MemoryRecord`)."""
+    r = hit.record
+    return {
+        "id": hit.id,
+        "text": hit.text,
+        "time": r.event_time,
+        "strength_now": round(strength_now, 4),
+        **{k: getattr(r, k) for k in ("strength", "symbiosis", "scored", "polarity", "tier")},
+        **{k: getattr(r, k) for k in ("quadrant", "phase", "dormant", "consolidated_into")},
+    }
+
+
+def strengths_now(hits: list[MemoryHit], request: web.Request) -> list[float]:
+    """Each memory's strength after decay over the user's active days, as recall and the
+    sleep cycle compute it (:func:`memory.metabolism.decay.effective_strength`)."""
+    records = [hit.record for hit in hits]
+    days = active_days(np.array([r.event_time or 0.0 for r in records]))
+    now: list[float] = effective_strength(
+        np.array([r.strength for r in records]),
+        np.array([r.last_used for r in records]),
+        np.array([r.screened for r in records], dtype=bool),
+        days,
+        request.app[CONFIG].metabolism,
+        np.array([r.symbiosis for r in records]),
+    ).tolist()
+    return now
+
+
+async def list_memories(request: web.Request) -> web.Response:
+    """``GET /memory/list?user=&limit=&offset=``: a page of the user's stored memories, newest
+    first: ``{"user", "proven", "total", "offset", "limit", "memories": [listed_json...]}``
+    (``proven``: the user comes from a credential, not a claim). 400 on a ``limit`` outside
+    1..500 or a negative ``offset``; 503 when the store cannot be read."""
+    require_admin(request)
+    limit = int_param(request, "limit", 50, 1, MAX_LIST)
+    offset = int_param(request, "offset", 0, 0, 2**31)
+    user = admin_user(request)
+    try:
+        hits = await memory_service(request).store.all(user)
+    except MemoryLayerError as exc:
+        raise MemoryUnavailable(f"memory list failed: {exc}") from exc
+    hits.sort(key=lambda hit: (hit.record.event_time or 0.0, hit.id), reverse=True)
+    now = strengths_now(hits, request)[offset : offset + limit]
+    page = [listed_json(h, s) for h, s in zip(hits[offset : offset + limit], now, strict=True)]
+    return web.json_response(
+        {"user": user, "proven": PRINCIPAL in request, "total": len(hits), "offset": offset}
+        | {"limit": limit, "memories": page}
+    )
 
 
 async def affect(request: web.Request) -> web.Response:

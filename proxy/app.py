@@ -14,7 +14,7 @@ from memory.affect import Affect, resolve_ranges
 from memory.errors import MemoryLayerError
 from memory.resilience import CircuitBreaker
 from memory.service import MemoryService, build_memory_service
-from proxy import admin, chat, translated
+from proxy import admin, chat, translated, ui
 from proxy.adapters import ADAPTERS, Adapter, OllamaAdapter
 from proxy.auth import auth_middleware
 from proxy.config import Config
@@ -158,10 +158,12 @@ def create_app(config: Config) -> web.Application:
         app.router.add_route("*", "/api/{tail:.*}", translated.unsupported)
     app.router.add_get("/memory/search", admin.search)
     app.router.add_get("/memory/affect", admin.affect)
+    app.router.add_get("/memory/list", admin.list_memories)  # before /memory/{id}
     app.router.add_post("/memory/feedback", admin.feedback)
     app.router.add_get("/memory/{id}", admin.get_memory)
     app.router.add_delete("/memory/{id}", admin.delete_memory)
     app.router.add_get("/healthz", admin.healthz)
     app.router.add_get("/symbiotic_manifest.json", admin.manifest)
+    ui.add_routes(app)
     app.router.add_route("*", "/{tail:.*}", passthrough)
     return app

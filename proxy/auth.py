@@ -7,6 +7,8 @@ user is whatever the client claims (:func:`proxy.scope.scope_for`). See the READ
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hashlib
 import hmac
 import logging
@@ -35,9 +37,18 @@ CREDENTIAL_HEADERS = ("authorization", "x-api-key", JWT_HEADER.lower())
 PUBLIC_PATHS = frozenset({"/healthz", "/symbiotic_manifest.json"})
 """Paths open without a credential (status and a static file; neither reveals memories)."""
 ADMIN_PREFIX = "/memory/"
+UI_PREFIX = "/ui"
+"""The memory page (``proxy.ui``): its 401 asks the browser for HTTP Basic credentials."""
+BASIC_REALM = "symbiotic-memory"
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 TOKEN_LINE = re.compile(r"(\S+)\s+([0-9a-f]{64})")
 PRINCIPAL = web.RequestKey("principal", Principal)
 """The authenticated caller of a request (absent: auth is off, or the admin token was used)."""
+
+
+def is_ui_path(path: str) -> bool:
+    """Whether ``path`` is the memory page or one of its files (``/ui``, ``/ui/...``)."""
+    return path == UI_PREFIX or path.startswith(UI_PREFIX + "/")
 
 
 def token_hash(token: str) -> str:
@@ -176,20 +187,68 @@ def verify_openwebui_jwt(token: str, secret: str) -> str:
     return sub.strip()
 
 
-def presented_token(headers: CIMultiDictProxy[str]) -> str | None:
-    """The bearer token of ``Authorization: Bearer T`` or ``x-api-key: T`` (Anthropic
-    clients), None when neither is sent. Raises BadRequest when they disagree or repeat."""
+def basic_credentials(value: str) -> tuple[str, str]:
+    """``(user, password)`` of an ``Authorization: Basic base64(user:password)`` value (the
+    part after the scheme; RFC 7617, UTF-8). Raises Unauthorized when it does not decode."""
+    try:
+        decoded = base64.b64decode(value.strip(), validate=True).decode("utf-8")
+    except (binascii.Error, UnicodeDecodeError) as exc:
+        raise Unauthorized("the Basic credentials are not base64 of 'user:token'") from exc
+    user, colon, password = decoded.partition(":")
+    if not colon or not password:
+        raise Unauthorized("the Basic credentials must be 'user:token'")
+    return user, password
+
+
+def presented_token(headers: CIMultiDictProxy[str]) -> tuple[str | None, str | None]:
+    """``(token, basic_user)``: the token of ``Authorization: Bearer T``, of ``x-api-key: T``
+    (Anthropic clients) or the password of ``Authorization: Basic`` (a browser on ``/ui``),
+    and the user name sent with Basic (else None); ``(None, None)`` when none is sent.
+    Raises BadRequest when they disagree or repeat, Unauthorized on another scheme."""
     bearer = single(headers, "Authorization")
     api_key = single(headers, "x-api-key")
+    basic_user = None
     if bearer is not None:
         scheme, _, value = bearer.strip().partition(" ")
-        if scheme.lower() != "bearer" or not value.strip():
+        if scheme.lower() == "basic":
+            basic_user, value = basic_credentials(value)
+        elif scheme.lower() != "bearer" or not value.strip():
             raise Unauthorized("the Authorization header must be 'Bearer <token>'")
         bearer = value.strip()
     api_key = api_key.strip() if api_key is not None else None
     if bearer and api_key and bearer != api_key:
         raise BadRequest("Authorization and x-api-key carry different credentials")
-    return bearer or api_key or None
+    return bearer or api_key or None, basic_user
+
+
+def admin_credential(headers: CIMultiDictProxy[str], admin_token: str) -> bool:
+    """Whether ``headers`` carry ``admin_token``: ``Authorization: Bearer <admin.token>``, or
+    Basic with it as the password (any user name: a browser on ``/ui``)."""
+    sent = headers.get("Authorization", "")
+    scheme, _, value = sent.strip().partition(" ")
+    if scheme.lower() == "basic":
+        try:
+            sent = f"Bearer {basic_credentials(value)[1]}"
+        except Unauthorized:
+            return False
+    return hmac.compare_digest(sent.encode(), f"Bearer {admin_token}".encode())
+
+
+def refuse_cross_site(request: web.Request) -> None:
+    """Forbidden for a state-changing ``/memory/*`` request a browser sent from another site:
+    a browser attaches cached Basic credentials to it (CSRF). Browsers say where a request
+    comes from in ``Sec-Fetch-Site``, older ones in ``Origin``; clients sending neither are
+    not browsers and pass. The same rule as Go's ``net/http.CrossOriginProtection``."""
+    if request.method in SAFE_METHODS or not request.path.startswith(ADMIN_PREFIX):
+        return
+    site = request.headers.get("Sec-Fetch-Site")
+    if site is not None:
+        if site not in ("same-origin", "none"):
+            raise Forbidden(f"cross-site {request.method} on {request.path} refused")
+        return
+    origin = request.headers.get("Origin")
+    if origin is not None and origin.partition("://")[2] != request.host:
+        raise Forbidden(f"cross-origin {request.method} from {origin} refused")
 
 
 class Authenticator:
@@ -203,10 +262,7 @@ class Authenticator:
 
     def is_admin(self, headers: CIMultiDictProxy[str]) -> bool:
         """Whether the request carries ``admin.token`` (``/memory/*`` for any user)."""
-        if self.admin_token is None:
-            return False
-        sent = headers.get("Authorization", "")
-        return hmac.compare_digest(sent.encode(), f"Bearer {self.admin_token}".encode())
+        return self.admin_token is not None and admin_credential(headers, self.admin_token)
 
     def principal(self, headers: CIMultiDictProxy[str]) -> Principal:
         """Who sent ``headers``. An Open WebUI JWT, when sent and configured, decides (Open
@@ -219,11 +275,13 @@ class Authenticator:
         signed = single(headers, JWT_HEADER)
         if signed is not None and self.jwt_secret is not None:
             return Principal(verify_openwebui_jwt(signed.strip(), self.jwt_secret), "jwt")
-        token = presented_token(headers)
+        token, basic_user = presented_token(headers)
         if token is not None and self.tokens is not None:
             user = self.tokens.user_for(token)
             if user is None:
                 raise Unauthorized("the token is not valid for this proxy")
+            if basic_user is not None and basic_user != user:
+                raise Unauthorized("the Basic user name is not the token's user")
             return Principal(user, "token")
         wanted = [
             *(["'Authorization: Bearer <token>' or 'x-api-key: <token>'"] if self.tokens else []),
@@ -257,10 +315,14 @@ def forwarded_headers(headers: CIMultiDictProxy[str], api_key: str | None) -> CI
     return out
 
 
-def unauthorized(exc: Unauthorized) -> web.Response:
-    """The 401 answer: ``{"error": ...}`` and ``WWW-Authenticate: Bearer`` (RFC 6750 3)."""
+def unauthorized(exc: Unauthorized, path: str = "") -> web.Response:
+    """The 401 answer: ``{"error": ...}`` and ``WWW-Authenticate: Bearer`` (RFC 6750 3), or
+    on ``/ui`` a Basic challenge (RFC 7617), so the browser asks for a user and token."""
+    challenge = f'Basic realm="{BASIC_REALM}", charset="UTF-8"'
     return web.json_response(
-        {"error": exc.message}, status=401, headers={"WWW-Authenticate": "Bearer"}
+        {"error": exc.message},
+        status=401,
+        headers={"WWW-Authenticate": challenge if is_ui_path(path) else "Bearer"},
     )
 
 
@@ -271,13 +333,15 @@ def authenticate(authenticator: Authenticator | None, api_key: str | None) -> Mi
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
         principal = None
+        refuse_cross_site(request)
         if authenticator is not None and request.path not in PUBLIC_PATHS:
-            if request.path.startswith(ADMIN_PREFIX) and authenticator.is_admin(request.headers):
+            admin_path = request.path.startswith(ADMIN_PREFIX) or is_ui_path(request.path)
+            if admin_path and authenticator.is_admin(request.headers):
                 return await handler(request)  # require_admin reads the admin token itself
             try:
                 principal = authenticator.principal(request.headers)
             except Unauthorized as exc:
-                return unauthorized(exc)
+                return unauthorized(exc, request.path)
             check_claims(request, principal)
         if principal is None and not api_key:
             return await handler(request)
