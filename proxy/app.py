@@ -14,7 +14,7 @@ from memory.affect import Affect, resolve_ranges
 from memory.errors import MemoryLayerError
 from memory.resilience import CircuitBreaker
 from memory.service import MemoryService, build_memory_service
-from proxy import admin, chat, translated
+from proxy import admin, chat, metrics, translated
 from proxy.adapters import ADAPTERS, Adapter, OllamaAdapter
 from proxy.auth import auth_middleware
 from proxy.config import Config
@@ -123,7 +123,7 @@ def create_app(config: Config) -> web.Application:
         ConfigError: ``auth.tokens_file`` is unreadable or malformed (names the line).
     """
     app = web.Application(
-        middlewares=[errors_as_json, auth_middleware(config)],
+        middlewares=[metrics.observe, errors_as_json, auth_middleware(config)],
         client_max_size=config.limits.max_body_bytes,
         # aiohttp's keep-alive timer also runs while a request's headers are incomplete: it is
         # the server's only header timeout (the connection is closed, no 408 can be sent)
@@ -143,6 +143,7 @@ def create_app(config: Config) -> web.Application:
             app[STICKY] = StickyBlocks(config.memory.sticky_blocks)
         if config.affect.enabled:
             app[AFFECT] = Affect(config.affect, resolve_ranges(config.knobs, config.memory))
+    metrics.install(app)  # after memory_service: its scores feed a histogram
     for adapter in ADAPTERS.values():
         app.router.add_post(adapter.path, chat_handler(adapter, config.upstream.kind))
         app.router.add_route("*", adapter.path, post_only)  # not relayed: a JSON 405

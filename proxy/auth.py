@@ -35,6 +35,8 @@ CREDENTIAL_HEADERS = ("authorization", "x-api-key", JWT_HEADER.lower())
 PUBLIC_PATHS = frozenset({"/healthz", "/symbiotic_manifest.json"})
 """Paths open without a credential (status and a static file; neither reveals memories)."""
 ADMIN_PREFIX = "/memory/"
+ADMIN_PATHS = frozenset({"/metrics"})
+"""Paths outside :data:`ADMIN_PREFIX` that take ``admin.token`` too (aggregate figures)."""
 TOKEN_LINE = re.compile(r"(\S+)\s+([0-9a-f]{64})")
 PRINCIPAL = web.RequestKey("principal", Principal)
 """The authenticated caller of a request (absent: auth is off, or the admin token was used)."""
@@ -272,7 +274,8 @@ def authenticate(authenticator: Authenticator | None, api_key: str | None) -> Mi
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
         principal = None
         if authenticator is not None and request.path not in PUBLIC_PATHS:
-            if request.path.startswith(ADMIN_PREFIX) and authenticator.is_admin(request.headers):
+            admin_path = request.path.startswith(ADMIN_PREFIX) or request.path in ADMIN_PATHS
+            if admin_path and authenticator.is_admin(request.headers):
                 return await handler(request)  # require_admin reads the admin token itself
             try:
                 principal = authenticator.principal(request.headers)
