@@ -13,7 +13,7 @@ import logging
 import time
 from contextvars import ContextVar
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import IO, Any, Literal
 
 LogFormat = Literal["text", "json"]
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -75,10 +75,10 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(line, ensure_ascii=False)
 
 
-def handler_for(fmt: LogFormat) -> logging.Handler:
-    """A stderr handler writing ``fmt`` (``text``: the classic one-line layout), with the
-    :class:`ContextFilter`."""
-    handler = logging.StreamHandler()
+def handler_for(fmt: LogFormat, stream: IO[str] | None = None) -> logging.Handler:
+    """A handler writing ``fmt`` (``text``: the classic one-line layout) to ``stream``
+    (default stderr), with the :class:`ContextFilter`."""
+    handler = logging.StreamHandler(stream)
     handler.setFormatter(JsonFormatter() if fmt == "json" else logging.Formatter(TEXT_FORMAT))
     handler.addFilter(ContextFilter())
     return handler

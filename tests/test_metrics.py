@@ -13,9 +13,9 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from proxy.chat import EXCHANGE_HEADER, STATUS_HEADER
+from testing.fake_upstream import FakeOllama
 from tests.conftest import RunningProxy, StartProxy
 from tests.test_auth import bearer, tokens_file
-from testing.fake_upstream import FakeOllama
 
 FACT = "My cat is called Miso and she is a grey tabby"
 QUESTION = "What is my cat called?"
@@ -64,9 +64,11 @@ async def test_requests_recall_and_injection_move_after_real_chats(proxy: Runnin
     await post(proxy, "/api/tags", {})  # relayed: the passthrough label, never the raw path
     after = await scrape(proxy)
     assert value(after, "symbiotic_memory_requests_total", route="/api/chat", code="200") == 2
-    assert value(after, "symbiotic_memory_requests_total", route="passthrough", code="405") + (
-        value(after, "symbiotic_memory_requests_total", route="passthrough", code="200")
-    ) == 1
+    assert (
+        value(after, "symbiotic_memory_requests_total", route="passthrough", code="405")
+        + (value(after, "symbiotic_memory_requests_total", route="passthrough", code="200"))
+        == 1
+    )
     assert not any("/api/tags" in dict(labels).get("route", "") for _, labels in after)
     recall = "symbiotic_memory_recall_total"
     assert value(after, recall, route="/api/chat", status="none", reason="") == 1
