@@ -52,7 +52,9 @@ RECALLED_HEADER = "X-Memory-Recalled"
 """Response header: how many memories were injected."""
 EXCHANGE_HEADER = "X-Memory-Exchange-Id"
 """Response header: the id of the exchange this answer becomes (``POST /memory/feedback``
-takes it as ``exchange_id``); absent when the request is not one to remember."""
+takes it as ``exchange_id``); absent when the request is not one to remember (memory off,
+no user turn, a bypassed task). An answer that fails, or that the write gate keeps in the
+archive only, becomes no memory: feedback on its id answers 404."""
 PROVISIONAL_OUTCOME: dict[str, float] = {"ok": 0.7, "aborted": 0.4, "failed": 0.0}
 """Outcome fed to the affect state per exchange status until a symbiosis score exists."""
 
