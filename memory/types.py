@@ -52,10 +52,16 @@ class Exchange:
     metrics: dict[str, Any] = field(default_factory=dict)
     speaker: str | None = None
     """Who said the user turn, when known (a chat message's ``name``, an ingested ``name``)."""
+    assigned_id: str | None = None
+    """The id the proxy gave the client (``X-Memory-Exchange-Id``) before the reply was known;
+    when set it is the exchange's :attr:`id`."""
 
     @property
     def id(self) -> str:
-        """SHA-256 (hex) of the exchange's scope, texts and start time: its content address."""
+        """:attr:`assigned_id` when set, else SHA-256 (hex) of the exchange's scope, texts and
+        start time: its content address."""
+        if self.assigned_id:
+            return self.assigned_id
         return sha256_json(
             [self.scope.user, self.scope.session, self.user_text, self.reply, self.started_at]
         )

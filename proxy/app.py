@@ -14,10 +14,11 @@ from memory.affect import Affect, resolve_ranges
 from memory.errors import MemoryLayerError
 from memory.resilience import CircuitBreaker
 from memory.service import MemoryService, build_memory_service
-from proxy import admin, chat, translated, ui
+from proxy import admin, chat, metrics, translated, ui
 from proxy.adapters import ADAPTERS, Adapter, OllamaAdapter
 from proxy.auth import auth_middleware
 from proxy.config import Config
+from proxy.errors import NotFound
 from proxy.middleware import errors_as_json
 from proxy.passthrough import passthrough
 from proxy.state import (
@@ -116,6 +117,12 @@ async def post_only(request: web.Request) -> web.StreamResponse:
     raise web.HTTPMethodNotAllowed(request.method, ["POST"])
 
 
+async def not_relayed(request: web.Request) -> web.StreamResponse:
+    """A method or path under the proxy's own ``/memory/``, ``/ui`` or ``/metrics`` that has
+    no handler: a JSON 404 here, never relayed (the request may carry ``admin.token``)."""
+    raise NotFound(f"{request.method} {request.path} is not an endpoint of the proxy")
+
+
 def create_app(config: Config) -> web.Application:
     """Build the proxy for ``config``; nothing is opened until the app starts.
 
@@ -123,7 +130,7 @@ def create_app(config: Config) -> web.Application:
         ConfigError: ``auth.tokens_file`` is unreadable or malformed (names the line).
     """
     app = web.Application(
-        middlewares=[errors_as_json, auth_middleware(config)],
+        middlewares=[metrics.observe, errors_as_json, auth_middleware(config)],
         client_max_size=config.limits.max_body_bytes,
         # aiohttp's keep-alive timer also runs while a request's headers are incomplete: it is
         # the server's only header timeout (the connection is closed, no 408 can be sent)
@@ -143,6 +150,7 @@ def create_app(config: Config) -> web.Application:
             app[STICKY] = StickyBlocks(config.memory.sticky_blocks)
         if config.affect.enabled:
             app[AFFECT] = Affect(config.affect, resolve_ranges(config.knobs, config.memory))
+    metrics.install(app)  # after memory_service: its scores feed a histogram
     for adapter in ADAPTERS.values():
         app.router.add_post(adapter.path, chat_handler(adapter, config.upstream.kind))
         app.router.add_route("*", adapter.path, post_only)  # not relayed: a JSON 405
@@ -165,5 +173,7 @@ def create_app(config: Config) -> web.Application:
     app.router.add_get("/healthz", admin.healthz)
     app.router.add_get("/symbiotic_manifest.json", admin.manifest)
     ui.add_routes(app)
+    for own in ("/memory/{tail:.*}", "/ui", "/ui/{tail:.*}", "/metrics"):
+        app.router.add_route("*", own, not_relayed)  # never upstream, with its credentials
     app.router.add_route("*", "/{tail:.*}", passthrough)
     return app

@@ -41,6 +41,8 @@ UI_PREFIX = "/ui"
 """The memory page (``proxy.ui``): its 401 asks the browser for HTTP Basic credentials."""
 BASIC_REALM = "symbiotic-memory"
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+ADMIN_PATHS = frozenset({"/metrics"})
+"""Paths outside :data:`ADMIN_PREFIX` that take ``admin.token`` too (aggregate figures)."""
 TOKEN_LINE = re.compile(r"(\S+)\s+([0-9a-f]{64})")
 PRINCIPAL = web.RequestKey("principal", Principal)
 """The authenticated caller of a request (absent: auth is off, or the admin token was used)."""
@@ -335,7 +337,11 @@ def authenticate(authenticator: Authenticator | None, api_key: str | None) -> Mi
         principal = None
         refuse_cross_site(request)
         if authenticator is not None and request.path not in PUBLIC_PATHS:
-            admin_path = request.path.startswith(ADMIN_PREFIX) or is_ui_path(request.path)
+            admin_path = (
+                request.path.startswith(ADMIN_PREFIX)
+                or request.path in ADMIN_PATHS
+                or is_ui_path(request.path)
+            )
             if admin_path and authenticator.is_admin(request.headers):
                 return await handler(request)  # require_admin reads the admin token itself
             try:

@@ -12,9 +12,10 @@ import functools
 import json
 import logging
 import re
+import secrets
 import time
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
@@ -23,6 +24,7 @@ from aiohttp import web
 from memory.affect import text_signals
 from memory.errors import MemoryLayerError
 from memory.types import Exchange, ExchangeStatus, MemoryBlock, Scope
+from proxy import logs
 from proxy.adapters import Adapter, EventStreamAdapter, Reply
 from proxy.adapters.base import Conversational
 from proxy.auth import PRINCIPAL
@@ -48,6 +50,11 @@ REASON_HEADER = "X-Memory-Reason"
 ``task`` (a client's background task, ``memory.task_patterns``)."""
 RECALLED_HEADER = "X-Memory-Recalled"
 """Response header: how many memories were injected."""
+EXCHANGE_HEADER = "X-Memory-Exchange-Id"
+"""Response header: the id of the exchange this answer becomes (``POST /memory/feedback``
+takes it as ``exchange_id``); absent when the request is not one to remember (memory off,
+no user turn, a bypassed task). An answer that fails, or that the write gate keeps in the
+archive only, becomes no memory: feedback on its id answers 404."""
 PROVISIONAL_OUTCOME: dict[str, float] = {"ok": 0.7, "aborted": 0.4, "failed": 0.0}
 """Outcome fed to the affect state per exchange status until a symbiosis score exists."""
 
@@ -68,6 +75,9 @@ class Plan:
     unsaved: bool = False
     """Memory could not save exchanges when the request arrived (``X-Memory-Status: unsaved``;
     the headers go out before the answer ends, so its own save cannot be awaited)."""
+    exchange_id: str = field(default_factory=lambda: secrets.token_hex(32))
+    """The exchange's id (64 hex digits, the shape of a content address), chosen now because
+    the headers that carry it (:data:`EXCHANGE_HEADER`) go out before the reply is known."""
 
 
 async def read_body(request: web.Request) -> bytes:
@@ -165,6 +175,17 @@ def steer(request: web.Request, scope: Scope, query: str) -> dict[str, float] | 
 
 
 async def plan(request: web.Request, adapter: Adapter) -> Plan:
+    """Validate the body, recall and inject (:func:`decide`), and note the outcome in the
+    request's log and metrics context; raises BadRequest / PayloadTooLarge."""
+    decided = await decide(request, adapter)
+    if (ctx := logs.current()) is not None:
+        ctx.plan = decided
+        if decided.scope is not None and decided.query is not None:
+            ctx.exchange_id = decided.exchange_id
+    return decided
+
+
+async def decide(request: web.Request, adapter: Adapter) -> Plan:
     """Validate the body, recall and inject; raises BadRequest / PayloadTooLarge."""
     raw = await read_body(request)
     body = decode_json_object(raw)
@@ -260,11 +281,14 @@ class Finalizer:
 
 
 def memory_headers(response: web.StreamResponse, decided: Plan) -> None:
-    """Set ``X-Memory-Status`` and ``X-Memory-Recalled`` on ``response``."""
+    """Set ``X-Memory-Status``, ``X-Memory-Recalled`` and ``X-Memory-Exchange-Id`` on
+    ``response``."""
     response.headers[STATUS_HEADER] = "unsaved" if decided.unsaved else decided.memory_status
     if decided.reason:
         response.headers[REASON_HEADER] = decided.reason
     response.headers[RECALLED_HEADER] = str(len(decided.block.ids))
+    if decided.scope is not None and decided.query is not None:  # what remember() keeps
+        response.headers[EXCHANGE_HEADER] = decided.exchange_id
 
 
 async def handle(request: web.Request, adapter: Adapter) -> web.StreamResponse:
@@ -398,6 +422,7 @@ def remember(
         finished_at=time.time(),
         metrics=reply.metrics,
         speaker=decided.speaker,
+        assigned_id=decided.exchange_id,
     )
     try:
         request.app[MEMORY].observe(exchange)

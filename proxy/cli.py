@@ -16,7 +16,7 @@ from aiohttp import web
 
 from memory.errors import MemoryLayerError
 from memory.ingest import drain, queue, read_messages
-from proxy import __version__, setup_cli
+from proxy import __version__, logs, setup_cli
 from proxy.app import create_app, memory_for
 from proxy.auth import add_user, read_tokens, remove_user
 from proxy.config import Config, load_config
@@ -132,9 +132,7 @@ def run_users(config: Config, args: argparse.Namespace) -> int:
 
 def serve(config: Config) -> None:
     """Run the proxy until interrupted."""
-    logging.basicConfig(
-        level=config.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    logs.configure(config.log_level, config.log_format)
     print(
         f"symbiotic-memory {__version__}: listening on http://{config.listen.host}:"
         f"{config.listen.port}, upstream {config.upstream.url}",

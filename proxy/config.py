@@ -122,6 +122,8 @@ class Config(Frozen):
     admin: AdminConfig = AdminConfig()
     auth: AuthConfig = AuthConfig()
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    log_format: Literal["text", "json"] = "text"
+    """``json``: one JSON object per log line (``proxy.logs``), for log shippers."""
 
     @model_validator(mode="after")
     def _embedder_follows_upstream(self) -> Config:

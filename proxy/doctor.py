@@ -338,7 +338,7 @@ async def check_scorer(probe: Probe) -> Check:
     try:  # its "Loading weights" bar would break the one-line-per-check report
         from transformers.utils import logging as hf_logging
 
-        hf_logging.disable_progress_bar()
+        hf_logging.disable_progress_bar()  # type: ignore[no-untyped-call]
     except ImportError:
         pass
     scorer = await asyncio.to_thread(make_scorer, symbiosis)

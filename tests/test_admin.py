@@ -116,3 +116,26 @@ async def test_healthz_and_logs_name_no_user(proxy: RunningProxy, caplog):
             text = await r.text()
     assert "carol" not in text and "jazz" not in text
     assert "carol" not in caplog.text
+
+
+async def test_the_proxys_own_paths_are_never_relayed_with_their_credentials(
+    start_proxy: StartProxy, fake: FakeOllama, tmp_path: Path
+):
+    tokens = tmp_path / "tokens"
+    tokens.write_text("")
+    proxy = await start_proxy(admin={"token": "admin-secret"}, auth={"tokens_file": str(tokens)})
+    admin = {"Authorization": "Bearer admin-secret"}
+    async with aiohttp.ClientSession() as http:
+        for method, path in (
+            ("POST", "/memory/xyz"),
+            ("PUT", "/memory/search"),
+            ("POST", "/metrics"),
+            ("POST", "/ui"),
+            ("GET", "/ui/secret.txt"),
+            ("PATCH", "/ui/app.js"),
+        ):
+            async with http.request(method, proxy.url + path, headers=admin) as r:
+                assert r.status in (404, 405), (method, path)
+                assert "error" in await r.json()
+    relayed = [r.path for r in fake.requests if r.path != "/api/embed"]  # embed: start-up probe
+    assert relayed == []  # nothing, and so no admin token, went upstream

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from memory.config import SymbiosisConfig
@@ -37,6 +38,9 @@ class ScoreKeeper:
         """The model lane the scorer's encoder shares with a local embedder; scoring then holds
         it as write work, ``chunk`` exchanges at a time (None: one thread call for all)."""
         self.chunk = chunk
+        self.listeners: list[Callable[[Score], None]] = []
+        """Called with the score of each exchange written as a memory (``proxy.metrics``'s
+        histogram); must not block or raise."""
 
     @property
     def threshold(self) -> float:
@@ -73,6 +77,10 @@ class ScoreKeeper:
         """Append scores to the tamper-evident log (``(exchange, memory id or None when gated,
         score)``); a failure is logged (the score is also in the memory's metadata) and never
         loses the write."""
+        for _exchange, mid, score in entries:
+            if mid is not None and score is not None:
+                for listener in self.listeners:
+                    listener(score)
         self.append(
             [
                 score.log_record(
