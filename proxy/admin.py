@@ -120,9 +120,10 @@ def strengths_now(hits: list[MemoryHit], request: web.Request) -> list[float]:
 
 async def list_memories(request: web.Request) -> web.Response:
     """``GET /memory/list?user=&limit=&offset=``: a page of the user's stored memories, newest
-    first: ``{"user", "proven", "total", "offset", "limit", "memories": [listed_json...]}``
-    (``proven``: the user comes from a credential, not a claim). 400 on a ``limit`` outside
-    1..500 or a negative ``offset``; 503 when the store cannot be read."""
+    first: ``{"user", "proven", "total", "offset", "limit", "threshold", "memories":
+    [listed_json...]}`` (``proven``: the user comes from a credential, not a claim;
+    ``threshold``: ``symbiosis.threshold``, at or below which a memory is a repulsor). 400 on
+    a ``limit`` outside 1..500 or a negative ``offset``; 503 when the store cannot be read."""
     require_admin(request)
     limit = int_param(request, "limit", 50, 1, MAX_LIST)
     offset = int_param(request, "offset", 0, 0, 2**31)
@@ -136,7 +137,7 @@ async def list_memories(request: web.Request) -> web.Response:
     page = [listed_json(h, s) for h, s in zip(hits[offset : offset + limit], now, strict=True)]
     return web.json_response(
         {"user": user, "proven": PRINCIPAL in request, "total": len(hits), "offset": offset}
-        | {"limit": limit, "memories": page}
+        | {"limit": limit, "threshold": request.app[CONFIG].symbiosis.threshold, "memories": page}
     )
 
 

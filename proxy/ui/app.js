@@ -4,7 +4,7 @@
 
 const PAGE_SIZE = 50;
 const SVG = "http://www.w3.org/2000/svg";
-const state = { user: "", proven: false, offset: 0, total: 0, query: "", rows: [] };
+const state = { user: "", proven: false, offset: 0, total: 0, query: "", rows: [], threshold: null };
 const $ = (id) => document.getElementById(id);
 
 // The browser sends the Basic credentials it was given for /ui with these calls by itself.
@@ -148,6 +148,7 @@ async function load() {
     state.user = page.user;
     state.proven = page.proven;
     state.total = page.total;
+    state.threshold = typeof page.threshold === "number" ? page.threshold : null;
     state.query = "";
     state.rows = page.memories;
     $("user").value = page.user;
@@ -231,9 +232,14 @@ function drawChart(rows) {
   const x = (t) => L + ((t - t0) / (t1 - t0)) * (W - L - R);
   const y = (s) => T + (1 - s) * (H - T - B);
   for (const s of [0, 0.25, 0.5, 0.75, 1]) {
-    chart.append(svg("line", { x1: L, x2: W - R, y1: y(s), y2: y(s),
-      class: s === 0.5 ? "mid" : "grid" }));
+    chart.append(svg("line", { x1: L, x2: W - R, y1: y(s), y2: y(s), class: "grid" }));
     chart.append(svg("text", { x: L - 8, y: y(s) + 4, "text-anchor": "end" }, s.toFixed(2)));
+  }
+  if (state.threshold !== null) { // at or below it a memory is a repulsor
+    const ty = y(state.threshold);
+    chart.append(svg("line", { x1: L, x2: W - R, y1: ty, y2: ty, class: "mid threshold" }));
+    chart.append(svg("text", { x: W - R, y: ty - 4, "text-anchor": "end", class: "note" },
+      `threshold ${state.threshold.toFixed(2)}`));
   }
   chart.append(svg("line", { x1: L, x2: L, y1: T, y2: H - B, class: "axis" }));
   for (let i = 0; i <= 4; i += 1) {
