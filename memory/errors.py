@@ -35,3 +35,8 @@ class OutboxBusyError(MemoryLayerError):
 
 class BreakerOpenError(MemoryLayerError):
     """A dependency's circuit breaker is open: the call was not attempted."""
+
+
+class ImportFormatError(MemoryLayerError):
+    """An import file cannot be read as the format asked for (or detected); the message names
+    the file and what is wrong, in one line."""
