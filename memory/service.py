@@ -31,6 +31,7 @@ from memory.config import (
 )
 from memory.embedders import Embedder, SentenceTransformerEmbedder, make_embedder
 from memory.errors import EmbedderError, MemoryLayerError, StoreError
+from memory.forget import Erasure, erase
 from memory.guarded import GuardedEmbedder, GuardedStore
 from memory.lane import LaneEmbedder, ModelLane
 from memory.metabolism.cycle import SleepCycle
@@ -521,17 +522,15 @@ class MemoryService:
         """One memory of ``user``, or None."""
         return await self.store.get(user, mid)
 
-    async def delete(self, user: str, mid: str) -> bool:
-        """Hard-delete one memory of ``user`` and, on this request of the user's, the archived
-        exchanges it came from; False if ``user`` has none with that id."""
-        hit = await self.store.get(user, mid)
-        deleted = await self.store.delete(user, mid)
-        if deleted and self.archive is not None and hit is not None:
-            sources = list(hit.record.provenance) or [hit.record.exchange_id or ""]
-            await asyncio.to_thread(self.archive.delete, user, sources)
-        if deleted:
-            self.cache.removed(user, frozenset({mid}))
-        return deleted
+    async def forget(self, user: str, mid: str) -> Erasure | None:
+        """Erase memory ``mid`` of ``user`` and what was made from it: the memories
+        consolidated into it, its archived and queued exchanges, its share of the shared tier
+        (:func:`memory.forget.erase`); None when ``user`` has no such memory.
+
+        Raises:
+            StoreError: the store, archive or outbox failed.
+        """
+        return await erase(self, user, mid)
 
     async def health(self) -> dict[str, Any]:
         """``{"store": {...}, "embedder": {...}, "outbox": {...}, "writer": {...}}`` with ``ok``

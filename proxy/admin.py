@@ -194,16 +194,19 @@ async def get_memory(request: web.Request) -> web.Response:
 
 
 async def delete_memory(request: web.Request) -> web.Response:
-    """``DELETE /memory/{id}?user=``: hard-delete one memory of that user, 404 otherwise."""
+    """``DELETE /memory/{id}?user=``: erase one memory of that user and what was made from
+    it (:func:`memory.forget.erase`); 200 with the :class:`~memory.forget.Erasure` report
+    (``deleted``: the id, ``memories``, ``exchanges``, ``archived``, ``queued``,
+    ``shared_deleted``, ``shared_updated``), 404 when the user has no such memory."""
     require_admin(request)
     mid = request.match_info["id"]
     try:
-        deleted = await memory_service(request).delete(admin_user(request), mid)
+        erased = await memory_service(request).forget(admin_user(request), mid)
     except MemoryLayerError as exc:
         raise MemoryUnavailable(f"memory delete failed: {exc}") from exc
-    if not deleted:
+    if erased is None:
         raise NotFound(f"memory {mid} not found")
-    return web.json_response({"deleted": mid})
+    return web.json_response(erased.as_json())
 
 
 async def upstream_health(request: web.Request) -> dict[str, Any]:

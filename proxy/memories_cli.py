@@ -17,13 +17,13 @@ from typing import Any
 import aiohttp
 
 from memory.export import export_user
-from proxy import import_cli, memories_view
+from proxy import forget_cli, import_cli, memories_view
 from proxy.app import memory_for
 from proxy.config import Config
 
 Commands = argparse._SubParsersAction  # what add_subparsers returns (argparse has no public name)
 
-GROUPS: tuple[Any, ...] = (memories_view, import_cli)
+GROUPS: tuple[Any, ...] = (memories_view, forget_cli, import_cli)
 """Modules with ``add_parsers`` and ``run`` (see the module docstring), asked in this order."""
 
 

@@ -192,7 +192,7 @@ async def test_recall_through_the_proxy_on_large_indexes(proxy: RunningProxy, fa
     # a deletion through the admin API is honoured by the large index
     block = await proxy.memory.recall(Scope("alice"), "what is my dog called?")
     pepper = next(i for i in block.ids if "Pepper" in index.hits[index.position[i]].text)
-    assert await proxy.memory.delete("alice", pepper)
+    assert await proxy.memory.forget("alice", pepper)
     block = await proxy.memory.recall(Scope("alice"), "what is my dog called?")
     assert pepper not in block.ids and "Pepper" not in block.text
 

@@ -332,7 +332,7 @@ async def test_hybrid_recall_finds_a_rare_word_and_forgets_deleted(
         "pack",
     }
     (hit,) = [h for h in await proxy.memory.search("alice", "wifi password", 3) if "wifi" in h.text]
-    assert await proxy.memory.delete("alice", hit.id)
+    assert await proxy.memory.forget("alice", hit.id)
     block = await proxy.memory.recall(Scope("alice"), "zebra lantern?")
     assert "zebra" not in block.text
     await proxy.memory.index_ready("alice")

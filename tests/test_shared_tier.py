@@ -89,13 +89,23 @@ async def test_what_several_users_confirm_is_shared_and_what_they_contradict_is_
     kept = {h.text: h.metadata for h in await proxy.memory.store.all(SHARED)}
     assert kept[f"User: {EIGHT}\nAssistant: Noted: {EIGHT}"]["dropped"] == "contradicted"
 
-    for user in ("erin", "frank"):  # users delete theirs: the support is gone
+    (six,) = [h for h in await proxy.memory.store.all(SHARED) if "6pm" in h.text]
+    assert six.record.confirmations == 4
+    for user in ("erin", "frank"):  # users forget theirs: their support goes with it, now
         (mine,) = [h for h in await proxy.memory.store.all(user) if "6pm" in h.text]
-        assert await proxy.memory.delete(user, mine.id)
-    await proxy.memory.metabolize()
-    assert proxy.memory.resonance.dropped_unsupported == 1
+        erased = await proxy.memory.forget(user, mine.id)
+        assert erased is not None and erased.memories == [mine.id]
+        if user == "erin" and mine.text != six.text:  # erin's words were not the medoid
+            assert erased.shared_updated == [six.id]
+            (left,) = [h for h in await proxy.memory.store.all(SHARED) if "6pm" in h.text]
+            assert user_tag("erin") not in left.record.supporters
+            assert left.record.confirmations == 3
+    # two supporters are left (gina, hank), fewer than shared_min_users: the copy is gone
+    assert [h for h in await proxy.memory.store.all(SHARED) if "6pm" in h.text] == []
     await say(proxy, "dave", QUESTION)
-    assert "6pm" not in injected(fake)
+    assert "6pm" not in injected(fake)  # at once, not after the next sleep cycle
+    await proxy.memory.metabolize()
+    assert proxy.memory.resonance.promoted == 0  # two users are not enough to share again
 
 
 def test_promotion_to_the_shared_tier_is_bandwidth_limited():

@@ -187,6 +187,14 @@ class Outbox:
         """Remove a row whose memory is safely in the store."""
         self.db.execute("DELETE FROM outbox WHERE seq = ?", (seq,))
 
+    def drop(self, user: str, exchange_ids: set[str]) -> int:
+        """Remove the queued rows of ``user`` whose exchange is in ``exchange_ids`` (erasure
+        before they were written); returns how many."""
+        rows = [row.seq for row in self.for_user(user) if row.exchange.id in exchange_ids]
+        for seq in rows:
+            self.done(seq)
+        return len(rows)
+
     def retry_later(self, seq: int, error: str, delay_s: float) -> None:
         """Record a failed attempt and when to try again."""
         self.db.execute(
