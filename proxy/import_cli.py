@@ -41,7 +41,13 @@ def add_parsers(memory_commands: Commands[argparse.ArgumentParser]) -> None:
     )
     command.add_argument("path", type=Path, metavar="PATH", help="file or folder to import")
     command.add_argument("--user", required=True, help="whose memories these become")
-    command.add_argument("--format", choices=FORMATS, default="auto", help="default: detect")
+    command.add_argument(
+        "--format",
+        choices=FORMATS,
+        default="auto",
+        metavar="FORMAT",
+        help=f"one of {', '.join(FORMATS)} (default: auto, detected from the content)",
+    )
     command.add_argument("--config", type=Path, help="YAML config file")
     command.add_argument("--dry-run", action="store_true", help="parse and count, write nothing")
 
@@ -59,8 +65,7 @@ def run(config: Config, args: argparse.Namespace) -> int | None:
     for problem in parsed.problems:
         print(f"{PROG}: {args.path}: {problem} (skipped)", file=sys.stderr)
     if args.dry_run:
-        found = len(parsed.messages) or _canonical_size(parsed)
-        print(f"{args.path}: {parsed.format}, {found} records; nothing written", file=sys.stderr)
+        print(f"{args.path}: {parsed.format}, {_size(parsed)}; nothing written", file=sys.stderr)
         return 0
     return asyncio.run(import_parsed(config, parsed, args.user, str(args.path)))
 
@@ -71,9 +76,11 @@ def fail(message: str) -> int:
     return 1
 
 
-def _canonical_size(parsed: Parsed) -> int:
-    canonical = parsed.canonical
-    return 0 if canonical is None else len(canonical.stored) + len(canonical.pending)
+def _size(parsed: Parsed) -> str:
+    if parsed.canonical is not None:
+        return f"{len(parsed.canonical.stored)} memories, {len(parsed.canonical.pending)} queued"
+    made = len(list(exchanges(parsed.messages, "")))
+    return f"{len(parsed.messages)} messages in {made} exchanges"
 
 
 async def import_parsed(config: Config, parsed: Parsed, user: str, source: str) -> int:

@@ -207,3 +207,15 @@ def test_chatgpt_branch_walk_survives_a_cycle_and_a_lost_current_node():
     mapping["r"]["children"] = ["s"]
     messages, _ = read_chatgpt([{"id": "c", "mapping": mapping}], "t")  # no current_node
     assert [(m.role, m.content) for m in messages] == [("user", "hello"), ("assistant", "hi")]
+
+
+async def test_dry_run_counts_and_writes_nothing(
+    fake: FakeOllama, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+):
+    config = config_for(tmp_path, fake)
+    chats = str(EXPORTS / "openwebui" / "chat-export.json")
+    status, _, err = await cli(
+        capsys, "memories", "import", chats, "--user", "marta", "--config", str(config), "--dry-run"
+    )
+    assert status == 0 and "openwebui, 8 messages in 4 exchanges; nothing written" in err, err
+    assert await exported(capsys, config, "marta") == []
