@@ -54,6 +54,11 @@ class Row:
         return self.hit.record
 
 
+COLUMNS = ("time", "strength", "symbiosis", "polarity", "tier", "quadrant")
+"""Columns of a memory table after the id (and ``sim``, the similarity), before the text."""
+SECONDS = "%Y-%m-%d %H:%M:%S"
+"""How ``show`` and ``stats`` print a time (local)."""
+
 SORTS: dict[str, Callable[[Row], tuple[float, str]]] = {
     "newest": lambda row: (row.record.event_time or 0.0, row.hit.id),
     "strength": lambda row: (row.strength_now, row.hit.id),
@@ -153,13 +158,21 @@ async def rows_of(service: MemoryService, user: str, config: Config) -> list[Row
     return [Row(hit, strength) for hit, strength in zip(hits, now, strict=True)]
 
 
-def console() -> Console:
-    """A console for stdout: the terminal's width, or :data:`PIPE_WIDTH` when piped (rich
-    prints no colour codes then)."""
+def emit(*renderables: Any) -> None:
+    """Print ``renderables`` to stdout: as ``rich`` draws them on a terminal; else plain text,
+    rows never cut (:data:`PIPE_WIDTH`), trailing blanks and empty lines left out, so the output
+    greps and diffs cleanly (rich prints no colour codes when stdout is not a terminal)."""
     out = Console(highlight=False, soft_wrap=False)
-    if not out.is_terminal:
-        out = Console(highlight=False, soft_wrap=False, width=PIPE_WIDTH)
-    return out
+    if out.is_terminal:
+        for renderable in renderables:
+            out.print(renderable)
+        return
+    out = Console(highlight=False, soft_wrap=False, width=PIPE_WIDTH, color_system=None)
+    with out.capture() as captured:
+        for renderable in renderables:
+            out.print(renderable)
+    lines = (line.rstrip() for line in captured.get().splitlines())
+    sys.stdout.write("".join(f"{line}\n" for line in lines if line))
 
 
 def print_json(value: Any) -> None:
@@ -177,11 +190,9 @@ def polarity(record: MemoryRecord, threshold: float) -> str:
     return "repulsor" if record.symbiosis <= threshold else "attractor"
 
 
-def local_time(stamp: float | None, seconds: bool = False) -> str:
-    """A Unix time as local ``YYYY-MM-DD HH:MM[:SS]``; ``-`` when unknown."""
-    if not stamp:
-        return "-"
-    return datetime.fromtimestamp(stamp).strftime("%Y-%m-%d %H:%M" + (":%S" if seconds else ""))
+def local_time(stamp: float | None, form: str = "%Y-%m-%d") -> str:
+    """A Unix time as a local date (or as ``form`` says); ``-`` when unknown."""
+    return datetime.fromtimestamp(stamp).strftime(form) if stamp else "-"
 
 
 def one_line(text: str) -> str:
@@ -190,25 +201,40 @@ def one_line(text: str) -> str:
 
 
 def memory_table(rows: Iterable[Row], threshold: float, similarity: bool = False) -> Table:
-    """A table of ``rows``: short id, (similarity,) time, strength now, symbiosis, polarity,
-    tier, quadrant and the text on one line, cut to the console's width."""
-    table = Table(box=box.SIMPLE_HEAD, pad_edge=False)
-    table.add_column("id", no_wrap=True)
-    if similarity:
-        table.add_column("similarity", justify="right", no_wrap=True)
-    for name in ("time", "strength", "symbiosis", "polarity", "tier", "quadrant"):
-        right = name in ("strength", "symbiosis")
+    """A table of ``rows``: short id, (similarity,) local date, strength now, symbiosis, polarity,
+    tier, quadrant, and the text on one line, cut to what is left of the terminal's width."""
+    names = ["id", "sim", *COLUMNS] if similarity else ["id", *COLUMNS]
+    cells = [row_cells(row, threshold, similarity) for row in rows]
+    widths = [max([len(name), *(len(c[i]) for c in cells)]) for i, name in enumerate(names)]
+    room = terminal_width()
+    # All columns are no_wrap, so rich would shrink them all alike; the text gives way instead
+    # (3: the padding and divider between two columns).
+    text_width = None if room is None else max(10, room - sum(widths) - 3 * len(widths))
+    table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False)
+    for name in names:
+        right = name in ("sim", "strength", "symbiosis")
         table.add_column(name, justify="right" if right else "left", no_wrap=True)
-    table.add_column("text", no_wrap=True, overflow="ellipsis", ratio=1)
-    for row in rows:
-        r = row.record
-        cells = [row.hit.id[:SHORT_ID]]
-        if similarity:
-            cells.append(f"{row.hit.similarity or 0.0:.3f}")
-        cells += [local_time(r.event_time), f"{row.strength_now:.3f}", f"{r.symbiosis:.2f}"]
-        cells += [polarity(r, threshold), r.tier or "-", r.quadrant or "-", one_line(r.text)]
-        table.add_row(*(Text(cell) for cell in cells))  # Text: no markup in memory texts
+    table.add_column("text", no_wrap=True, overflow="ellipsis", max_width=text_width)
+    for line in cells:
+        table.add_row(*(Text(cell) for cell in line))  # Text: no markup in memory texts
     return table
+
+
+def row_cells(row: Row, threshold: float, similarity: bool) -> list[str]:
+    """The cells of one :func:`memory_table` row, the text last."""
+    r = row.record
+    cells = [row.hit.id[:SHORT_ID]]
+    if similarity:
+        cells.append(f"{row.hit.similarity or 0.0:.3f}")
+    cells += [local_time(r.event_time), f"{row.strength_now:.3f}", f"{r.symbiosis:.2f}"]
+    cells += [polarity(r, threshold), r.tier or "-", r.quadrant or "-", one_line(r.text)]
+    return cells
+
+
+def terminal_width() -> int | None:
+    """The width of the terminal on stdout, or None when stdout is not a terminal."""
+    out = Console()
+    return out.width if out.is_terminal else None
 
 
 async def list_command(config: Config, args: argparse.Namespace) -> int:
@@ -225,10 +251,8 @@ async def list_command(config: Config, args: argparse.Namespace) -> int:
             | {"memories": [listed_json(row.hit, row.strength_now) for row in page]}
         )
         return 0
-    out = console()
-    out.print(memory_table(page, threshold))
     shown = f"{len(page)} of {len(rows)}" if page or rows else "0"
-    out.print(Text(f"{shown} memories"))
+    emit(memory_table(page, threshold), Text(f"{shown} memories"))
     return 0
 
 
@@ -242,9 +266,8 @@ async def search_command(config: Config, args: argparse.Namespace) -> int:
         return 0
     now = {row.hit.id: row.strength_now for row in rows}
     found = [Row(hit, now.get(hit.id, hit.record.strength)) for hit in hits]
-    out = console()
-    out.print(memory_table(found, config.symbiosis.threshold, similarity=True))
-    out.print(Text(f"{len(found)} memories"))
+    table = memory_table(found, config.symbiosis.threshold, similarity=True)
+    emit(table, Text(f"{len(found)} memories"))
     return 0
 
 
@@ -276,7 +299,7 @@ def shown_value(name: str, value: Any) -> str:
     if value is None:
         return "-"
     if name.endswith(("_at", "_time")) and isinstance(value, int | float):
-        return f"{local_time(value, seconds=True)} ({value})" if value else "-"
+        return f"{local_time(value, SECONDS)} ({value})" if value else "-"
     if isinstance(value, list | dict):
         return json.dumps(value, ensure_ascii=False, sort_keys=True)
     return str(value)
@@ -296,12 +319,12 @@ async def show_command(config: Config, args: argparse.Namespace) -> int:
     if args.json:
         print_json(values)
         return 0
-    table = Table(box=box.SIMPLE_HEAD, pad_edge=False, show_header=False)
+    table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, show_header=False)
     table.add_column("field", no_wrap=True, style="bold")
     table.add_column("value", overflow="fold")
     for name, value in values.items():
         table.add_row(Text(name), Text(shown_value(name, value)))
-    console().print(table)
+    emit(table)
     return 0
 
 
@@ -343,18 +366,18 @@ async def stats_command(config: Config, args: argparse.Namespace) -> int:
     if args.json:
         print_json({"user": args.user} | stats)
         return 0
-    table = Table(box=box.SIMPLE_HEAD, pad_edge=False, show_header=False)
+    table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, show_header=False)
     table.add_column("stat", no_wrap=True, style="bold")
     table.add_column("value", overflow="fold")
     for name, value in {"user": args.user, **stats}.items():
         if isinstance(value, dict):
             value = ", ".join(f"{k} {v}" for k, v in value.items()) or "-"
         elif name in ("oldest", "newest"):
-            value = local_time(value)
+            value = local_time(value, SECONDS)
         elif value is None:
             value = "-"
         table.add_row(Text(name), Text(str(value)))
-    console().print(table)
+    emit(table)
     return 0
 
 
