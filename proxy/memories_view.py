@@ -72,7 +72,9 @@ def add_parsers(memory_commands: Commands[argparse.ArgumentParser]) -> None:
     listing = _command(memory_commands, "list", "a table of a user's stored memories")
     listing.add_argument("--limit", type=int, default=50, help="rows to show (default 50)")
     listing.add_argument("--offset", type=int, default=0, help="rows to skip first")
-    listing.add_argument("--sort", choices=tuple(SORTS), default="newest", help="descending")
+    listing.add_argument(
+        "--sort", choices=tuple(SORTS), default="newest", help="highest first (default newest)"
+    )
     search = _command(memory_commands, "search", "a user's memories nearest to a query")
     search.add_argument("query", help="the text to search for")
     search.add_argument("--k", type=int, default=10, help=f"hits, 1..{MAX_K} (default 10)")

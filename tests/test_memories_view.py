@@ -11,9 +11,12 @@ from typing import Any
 import pytest
 import yaml
 from aiohttp import web
+from rich.console import Console
 
+from memory.types import MemoryHit
 from proxy.app import create_app
 from proxy.cli import main
+from proxy.memories_view import Row, matching, memory_table
 from testing.fake_upstream import FakeOllama
 from tests.conftest import RunningProxy, StartProxy, make_config
 
@@ -73,6 +76,7 @@ async def test_views_beside_a_running_proxy(
     assert all(fact in out for fact in FACTS) and "stamps" not in out
     assert out.strip().endswith("3 of 3 memories")
     assert "\x1b[" not in out  # not a terminal: no colour codes
+    assert all(line == line.rstrip() for line in out.splitlines())  # no padding when piped
     rows = {line.split()[0]: line for line in out.splitlines() if "Marta" in line}
     assert set(rows) == {hit.id[:8] for hit in hits.values()}
     assert "repulsor" in rows[hits[FACTS[2]].id[:8]]
@@ -179,3 +183,29 @@ async def test_bad_arguments_are_one_line_and_status_2(
     status, out, err = await cli(capsys, *args, *cfg)
     assert status == 2 and out == "" and err.strip().splitlines() == [err.strip()]
     assert message in err
+
+
+def test_show_takes_a_unique_prefix_and_the_full_id_wins_over_longer_ids():
+    rows = [Row(MemoryHit(mid, "t", {}), 1.0) for mid in ("abc", "abcdef", "abd01")]
+    assert [r.hit.id for r in matching(rows, "abc")] == ["abc"]  # exact, though a prefix too
+    assert [r.hit.id for r in matching(rows, "abcd")] == ["abcdef"]
+    assert [r.hit.id for r in matching(rows, "ab")] == ["abc", "abcdef", "abd01"]  # ambiguous
+    assert matching(rows, "x") == []
+
+
+def test_on_a_terminal_the_text_is_cut_and_the_other_columns_are_whole(
+    monkeypatch: pytest.MonkeyPatch,
+):
+    monkeypatch.setenv("FORCE_COLOR", "1")  # rich then takes stdout for a terminal
+    monkeypatch.setenv("COLUMNS", "100")
+    meta = {"tier": "user", "event_at": 1.7e9, "symbiosis": 0.2, "polarity": "repulsor"}
+    hit = MemoryHit("0123456789abcdef", "User: " + "very long text " * 20, meta, 0.25)
+    screen = Console(width=100, record=True, force_terminal=True)
+    for similarity in (False, True):
+        screen.print(memory_table([Row(hit, 0.5)], 0.4, similarity))
+    lines = screen.export_text().splitlines()
+    assert all(len(line) <= 100 for line in lines)
+    rows = [line for line in lines if line.startswith("01234567 ")]
+    assert len(rows) == 2 and all(row.rstrip().endswith("…") for row in rows)
+    assert all("repulsor" in row and "0.500" in row and "user" in row for row in rows)
+    assert "0.250" in rows[1]
