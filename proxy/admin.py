@@ -10,8 +10,10 @@ import aiohttp
 import numpy as np
 from aiohttp import web
 
+from memory.config import MetabolismConfig
 from memory.errors import MemoryLayerError
 from memory.metabolism.decay import active_days, effective_strength
+from memory.record import MemoryRecord
 from memory.types import MemoryHit
 from proxy.auth import PRINCIPAL, admin_credential
 from proxy.errors import BadRequest, MemoryUnavailable, NotFound, Unauthorized
@@ -103,16 +105,21 @@ def listed_json(hit: MemoryHit, strength_now: float) -> dict[str, Any]:
 
 
 def strengths_now(hits: list[MemoryHit], request: web.Request) -> list[float]:
-    """Each memory's strength after decay over the user's active days, as recall and the
-    sleep cycle compute it (:func:`memory.metabolism.decay.effective_strength`)."""
-    records = [hit.record for hit in hits]
+    """Each memory's strength after decay (:func:`decayed_strengths` with the app's config)."""
+    return decayed_strengths([hit.record for hit in hits], request.app[CONFIG].metabolism)
+
+
+def decayed_strengths(records: list[MemoryRecord], config: MetabolismConfig) -> list[float]:
+    """Each record's strength after decay over the active days of ``records`` (one user's
+    memories), as recall and the sleep cycle compute it
+    (:func:`memory.metabolism.decay.effective_strength`); one float per record, in order."""
     days = active_days(np.array([r.event_time or 0.0 for r in records]))
     now: list[float] = effective_strength(
         np.array([r.strength for r in records]),
         np.array([r.last_used for r in records]),
         np.array([r.screened for r in records], dtype=bool),
         days,
-        request.app[CONFIG].metabolism,
+        config,
         np.array([r.symbiosis for r in records]),
     ).tolist()
     return now
