@@ -25,7 +25,6 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from memory.errors import OutboxBusyError
 from memory.record import MemoryRecord
 from memory.service import MemoryService
 from memory.types import MemoryHit
@@ -128,29 +127,18 @@ def bad_input(args: argparse.Namespace) -> str | None:
 
 @contextlib.asynccontextmanager
 async def opened(config: Config) -> AsyncIterator[MemoryService]:
-    """The memory service ``config`` describes, open for reading: started (taking the outbox)
-    when no proxy is running, else read-only beside the proxy that owns the outbox
-    (:meth:`MemoryService.reading`). Nothing queued is waited for on the way out.
+    """The memory service ``config`` describes, open for reading only
+    (:meth:`MemoryService.reading`: the store open, the outbox shared, no writer, no scorer),
+    whether or not a proxy is running: these commands change nothing, so they neither take
+    the outbox from a proxy starting meanwhile nor replay it.
 
     Raises:
         StoreError: the store or the outbox cannot be opened.
     """
     async with aiohttp.ClientSession() as session:
         service = memory_for(config, session)
-        try:
-            await service.start()
-        except OutboxBusyError:
-            started = False
-        else:
-            started = True
-        if not started:
-            async with service.reading():
-                yield service
-            return
-        try:
+        async with service.reading():
             yield service
-        finally:
-            await service.close(timeout_s=0)
 
 
 async def rows_of(service: MemoryService, user: str, config: Config) -> list[Row]:
