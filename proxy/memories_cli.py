@@ -62,7 +62,12 @@ def _add_export(memory_commands: Commands[argparse.ArgumentParser]) -> None:
     )
     export.add_argument("--user", required=True, help="the user whose memories to export")
     export.add_argument("--config", type=Path, help="YAML config file")
-    export.add_argument("--format", choices=("jsonl", "sft", "dpo"), default="jsonl")
+    export.add_argument(
+        "--format",
+        choices=("jsonl", "sft", "dpo"),
+        default="jsonl",
+        help="jsonl (default): the memories as kept; sft, dpo: TRL fine-tuning records",
+    )
     export.add_argument(
         "--drain-timeout",
         type=float,

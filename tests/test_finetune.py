@@ -15,13 +15,15 @@ from aiohttp import web
 from memory.finetune import (
     EMBEDDING_KEY,
     Selection,
+    archived_turns,
     dpo_records,
     sft_records,
     turns_of,
     with_embeddings,
 )
 from memory.record import encoded
-from memory.types import MemoryHit
+from memory.store.archive import RawArchive
+from memory.types import Exchange, MemoryHit, Scope
 from proxy.app import create_app, memory_for
 from proxy.cli import main
 from proxy.config import load_config
@@ -94,6 +96,24 @@ def test_turns_come_from_the_archive_before_the_text():
     )
     assert turns_of(stored, {}) == ("summary of what was said", "short")
     assert turns_of(hit("b", "no reply at all", ""), {}) is None
+
+
+def test_archived_turns_read_the_raw_archive(tmp_path: Path):
+    said = Exchange(Scope("alice"), "/api/chat", "m", "what I really asked", "what it answered")
+    archive = RawArchive(tmp_path / "archive.sqlite3")
+    archive.open()
+    try:
+        archive.add([said])
+        hits = [
+            hit("a", "stored text", "stored reply", **GOOD, exchange_id=said.id),
+            hit("b", "not archived", "reply", **GOOD, exchange_id="nope"),
+        ]
+        archived = archived_turns(archive, hits)
+    finally:
+        archive.close()
+    assert archived == {said.id: ("what I really asked", "what it answered")}
+    records, _ = sft_records(hits, Selection(), archived)
+    assert [r["messages"][1]["content"] for r in records] == ["what it answered", "reply"]
 
 
 def test_dpo_pairs_each_repulsor_with_its_nearest_attractor_above_the_floor():
