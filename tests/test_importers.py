@@ -11,6 +11,7 @@ import zipfile
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 
 from memory.errors import ImportFormatError
@@ -161,16 +162,42 @@ async def test_export_jsonl_round_trips_losslessly(
     source = config_for(tmp_path, fake, "source")
     chats = str(EXPORTS / "chatgpt" / "conversations.json")
     await cli(capsys, "memories", "import", chats, "--user", "marta", "--config", str(source))
-    before = await exported(capsys, source, "marta")
-    dump = tmp_path / "marta.jsonl"
-    dump.write_text("".join(json.dumps(r) + "\n" for r in before))
-    target = config_for(tmp_path, fake, "target")
-    status, _, err = await cli(
-        capsys, "memories", "import", str(dump), "--user", "marta", "--config", str(target)
+    status, out, err = await cli(
+        capsys, "memories", "export", "--user", "marta", "--config", str(source), "--embeddings"
     )
-    assert status == 0 and "(jsonl)" in err, err
-    after = await exported(capsys, target, "marta")
-    assert sorted(before, key=lambda r: r["id"]) == sorted(after, key=lambda r: r["id"])
+    assert status == 0, err
+    before = [json.loads(line) for line in out.splitlines()]
+    assert all(len(r["embedding"]) == 64 for r in before)
+    ordered = sorted(before, key=lambda r: r["id"])
+    dump = tmp_path / "marta.jsonl"
+    dump.write_text(out)
+    for name, lines in (
+        ("target", out),
+        (
+            "reembedded",
+            "".join(
+                json.dumps({k: v for k, v in r.items() if k != "embedding"}) + "\n" for r in before
+            ),
+        ),
+    ):
+        dump.write_text(lines)
+        target = config_for(tmp_path, fake, name)
+        status, _, err = await cli(
+            capsys, "memories", "import", str(dump), "--user", "marta", "--config", str(target)
+        )
+        assert status == 0 and "(jsonl)" in err, err
+        status, again, _ = await cli(
+            capsys, "memories", "export", "--user", "marta", "--config", str(target), "--embeddings"
+        )
+        after = [json.loads(line) for line in again.splitlines()]
+        by_id = sorted(after, key=lambda r: r["id"])
+        # ids, texts and every metadata key are the same; the vectors (exported, or made
+        # again by the same embedder) agree to float32 rounding: a stored vector goes
+        # float32 -> JSON decimal -> float32, which can move its last bit
+        strip = [{k: v for k, v in r.items() if k != "embedding"} for r in by_id]
+        assert [{k: v for k, v in r.items() if k != "embedding"} for r in ordered] == strip
+        for x, y in zip(ordered, by_id, strict=True):
+            assert np.allclose(x["embedding"], y["embedding"], rtol=0, atol=1e-6), x["id"]
     made = exchanges(read(Path(chats), "chatgpt", "marta", 0.0).messages, "marta")
     assert len(before) == len(list(made))  # every exchange of the live branches, once
 
