@@ -140,6 +140,24 @@ def resolve_local_model(model: str) -> str:
     return model
 
 
+def load_sentence_transformer(model: str, device: str) -> Any:
+    """Load a sentence-transformers model (see :func:`resolve_local_model`) without its bars.
+
+    transformers draws a "Loading weights" progress bar on stderr for every model loaded;
+    for a model read from local disk in a fraction of a second it is only noise between the
+    CLI's own lines, so it is switched off (``transformers.utils.logging``, process-wide).
+
+    Raises:
+        ImportError: sentence-transformers is not installed.
+        OSError, ValueError: the model cannot be loaded.
+    """
+    from sentence_transformers import SentenceTransformer
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # type: ignore[no-untyped-call]
+    return SentenceTransformer(resolve_local_model(model), device=device)
+
+
 class SentenceTransformerEmbedder:
     """A local sentence-transformers model (the ``local`` extra), run in a worker thread."""
 
@@ -157,16 +175,12 @@ class SentenceTransformerEmbedder:
 
     def _load_sync(self) -> Any:
         try:
-            from sentence_transformers import SentenceTransformer
+            return load_sentence_transformer(self._config.model_name, self._config.device)
         except ImportError as exc:
             raise EmbedderError(
                 "embedder.kind sentence-transformers needs the 'local' extra: "
                 "pip install 'symbiotic-latent-memory[local]'"
             ) from exc
-        try:
-            return SentenceTransformer(
-                resolve_local_model(self._config.model_name), device=self._config.device
-            )
         except (OSError, ValueError) as exc:
             raise EmbedderError(f"{self.name}: cannot load model: {exc}") from exc
 

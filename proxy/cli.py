@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import json
 import logging
+import os
 import sys
 import time
 from pathlib import Path
@@ -342,6 +343,12 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     except MemoryLayerError as exc:
         print(f"symbiotic-memory: {exc}", file=sys.stderr)
+        return 1
+    except BrokenPipeError:
+        # the reader went away (`| head`): stop quietly, as other Unix tools do. Python's
+        # recipe: point stdout at devnull so the flush at exit cannot raise again
+        # (https://docs.python.org/3/library/signal.html#note-on-sigpipe)
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 1
     except OSError as exc:
         print(f"symbiotic-memory: {exc.strerror or exc}", file=sys.stderr)

@@ -79,7 +79,7 @@ async def _here(service: MemoryService, user: str, ident: str, yes: bool) -> int
         what = "no memory" if not found else f"{len(found)} memories"
         return fail(f"{what} of {user!r} with id {ident!r} (see: memories list --user {user})")
     if not yes and not confirm(found[0].id, found[0].text):
-        return fail("not forgotten")
+        return 1
     erased = await service.forget(user, found[0].id)
     if erased is None:  # removed meanwhile
         return fail(f"memory {found[0].id} of {user!r} is already gone")
@@ -88,22 +88,31 @@ async def _here(service: MemoryService, user: str, ident: str, yes: bool) -> int
 
 
 def confirm(mid: str, text: str) -> bool:
-    """Ask on the terminal; False (not confirmed) when stdin is not one."""
+    """Ask on the terminal; False (not confirmed, said in one line) otherwise."""
     if not sys.stdin.isatty():
-        print(f"{PROG}: stdin is not a terminal: pass --yes to forget {mid}", file=sys.stderr)
+        fail(f"stdin is not a terminal: pass --yes to forget {mid}")
         return False
     shown = text if len(text) <= 200 else text[:199] + "…"
     answer = input(f"Forget {mid}?\n  {shown}\nThis cannot be undone. [y/N] ")
-    return answer.strip().lower() in ("y", "yes")
+    if answer.strip().lower() in ("y", "yes"):
+        return True
+    fail("not forgotten")
+    return False
+
+
+def counted(n: int, one: str, many: str) -> str:
+    """``1 memory``, ``2 memories``."""
+    return f"{n} {one if n == 1 else many}"
 
 
 def report(erased: dict[str, Any]) -> None:
     """One summary line of an erasure on stderr."""
     shared = len(erased["shared_deleted"]) + len(erased["shared_updated"])
     print(
-        f"forgot {erased['deleted']}: {len(erased['memories'])} memories, "
-        f"{len(erased['exchanges'])} exchanges ({erased['archived']} archived, "
-        f"{erased['queued']} queued), {shared} shared memories",
+        f"forgot {erased['deleted']}: {counted(len(erased['memories']), 'memory', 'memories')}, "
+        f"{counted(len(erased['exchanges']), 'exchange', 'exchanges')} "
+        f"({erased['archived']} archived, {erased['queued']} queued), "
+        f"{counted(shared, 'shared memory', 'shared memories')}",
         file=sys.stderr,
     )
 

@@ -118,7 +118,7 @@ async def test_the_forget_command_takes_a_prefix_and_asks_first(
     status, err = await cli(capsys, *args[:3], "--user", "someone-else", "--config", str(config))
     assert status == 1 and "no memory of 'someone-else'" in err
     status, err = await cli(capsys, *args, "--yes")
-    assert status == 0 and f"forgot {mid}: 1 memories" in err, err
+    assert status == 0 and f"forgot {mid}: 1 memory," in err, err
     await asyncio.to_thread(main, ["memories", "export", "--user", "u", "--config", str(config)])
     left = capsys.readouterr().out
     assert "9921" not in left and "kayaking" in left

@@ -336,11 +336,9 @@ def load_encoder(device: str = "cpu") -> Encoder:
         ImportError: sentence-transformers is not installed.
         OSError: the model cannot be loaded.
     """
-    from sentence_transformers import SentenceTransformer
+    from memory.embedders import load_sentence_transformer
 
-    from memory.embedders import resolve_local_model
-
-    model = SentenceTransformer(resolve_local_model("all-MiniLM-L6-v2"), device=device)
+    model = load_sentence_transformer("all-MiniLM-L6-v2", device)
 
     def encode(texts: list[str]) -> np.ndarray:
         if not texts:
