@@ -6,7 +6,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import pickle
+import subprocess
+import sys
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -246,3 +249,28 @@ async def test_dry_run_counts_and_writes_nothing(
     )
     assert status == 0 and "openwebui, 8 messages in 4 exchanges; nothing written" in err, err
     assert await exported(capsys, config, "marta") == []
+
+
+def closed_pipe_run(*args: str) -> subprocess.CompletedProcess[bytes]:
+    """Run the CLI with its stdout a pipe whose reading end is already closed (``| head``
+    that has stopped reading)."""
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    try:
+        command = [sys.executable, "-m", "proxy.cli", *args]
+        return subprocess.run(command, stdout=write_end, stderr=subprocess.PIPE, timeout=120)
+    finally:
+        os.close(write_end)
+
+
+async def test_a_reader_that_stops_reading_gets_no_traceback(
+    fake: FakeOllama, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+):
+    config = config_for(tmp_path, fake)
+    chats = str(EXPORTS / "chatgpt" / "conversations.json")
+    await cli(capsys, "memories", "import", chats, "--user", "marta", "--config", str(config))
+    for command in (["export"], ["export", "--format", "sft"], ["list"]):
+        done = await asyncio.to_thread(
+            closed_pipe_run, "memories", *command, "--user", "marta", "--config", str(config)
+        )
+        assert done.returncode == 1 and done.stderr == b"", (command, done.stderr)
