@@ -249,6 +249,10 @@ async def list_command(config: Config, args: argparse.Namespace) -> int:
 async def search_command(config: Config, args: argparse.Namespace) -> int:
     """``memories search``: the user's ``--k`` memories nearest to the query, nearest first."""
     async with opened(config) as service:
+        # a cold model (a local sentence-transformers load, or Ollama loading its embedding
+        # model) takes seconds, far beyond recall's per-request budget: load it unguarded
+        # first, as the proxy does at start-up
+        await service.embedder.embed([args.query])
         hits = await service.search(args.user, args.query, args.k)
         rows = await rows_of(service, args.user, config) if hits and not args.json else []
     if args.json:

@@ -69,6 +69,8 @@ class FakeOllama:
     requests: list[Recorded] = field(default_factory=list)
     embed_fail: bool = False
     embed_delay_s: float = 0.0
+    embed_cold_s: float = 0.0
+    """A model being loaded: the next embedding request waits this long, once."""
     embed_dim: int = EMBED_DIM
     chunk_delay_s: float = 0.0
     fault: str | None = None
@@ -199,6 +201,9 @@ class FakeOllama:
     async def _embed_guard(self) -> web.Response | None:
         if self.embed_delay_s:
             await asyncio.sleep(self.embed_delay_s)
+        if self.embed_cold_s:
+            cold, self.embed_cold_s = self.embed_cold_s, 0.0
+            await asyncio.sleep(cold)
         if self.embed_fail:
             return web.json_response({"error": "embedding model crashed"}, status=500)
         return None
