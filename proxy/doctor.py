@@ -335,12 +335,7 @@ async def check_scorer(probe: Probe) -> Check:
         return Check("scorer", "ok", "symbiosis.enabled is false")
     from memory.score.symbiosis import make_scorer
 
-    try:  # its "Loading weights" bar would break the one-line-per-check report
-        from transformers.utils import logging as hf_logging
-
-        hf_logging.disable_progress_bar()  # type: ignore[no-untyped-call]
-    except ImportError:
-        pass
+    # (memory.embedders.load_sentence_transformer keeps its bars out of the report)
     scorer = await asyncio.to_thread(make_scorer, symbiosis)
     if scorer.degraded:
         fix = "pip install 'symbiotic-latent-memory[local]', or set symbiosis.scorer: lexical"
