@@ -20,6 +20,7 @@ from memory.ingest import drain, queue, read_messages
 from proxy import __version__, logs, setup_cli
 from proxy.app import create_app, memory_for
 from proxy.auth import add_user, read_tokens, remove_user
+from proxy.commands import Commands
 from proxy.config import Config, load_config
 from proxy.demo import DemoError, run_demo
 from proxy.errors import ConfigError
@@ -42,9 +43,6 @@ def build_parser() -> argparse.ArgumentParser:
     for add in (*adders, _add_users, setup_cli.add_parsers):
         add(commands)
     return parser
-
-
-Commands = argparse._SubParsersAction  # what add_subparsers returns (argparse has no public name)
 
 
 def _add_ingest(commands: Commands[argparse.ArgumentParser]) -> None:

@@ -20,10 +20,8 @@ import aiohttp
 from memory.errors import MemoryLayerError, OutboxBusyError
 from memory.service import MemoryService
 from proxy.app import memory_for
+from proxy.commands import Commands, fail
 from proxy.config import Config
-
-Commands = argparse._SubParsersAction  # what add_subparsers returns (argparse has no public name)
-PROG = "symbiotic-memory"
 
 
 def add_parsers(memory_commands: Commands[argparse.ArgumentParser]) -> None:
@@ -46,12 +44,6 @@ def run(config: Config, args: argparse.Namespace) -> int | None:
     if args.memories_command != "forget":
         return None
     return asyncio.run(forget(config, args.user, args.id, args.yes))
-
-
-def fail(message: str) -> int:
-    """Print one error line; returns the exit status 1."""
-    print(f"{PROG}: {message}", file=sys.stderr)
-    return 1
 
 
 async def forget(config: Config, user: str, ident: str, yes: bool) -> int:

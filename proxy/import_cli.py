@@ -24,10 +24,8 @@ from memory.importers.canonical import known_exchanges, restore
 from memory.ingest import drain, exchanges
 from memory.service import MemoryService
 from proxy.app import memory_for
+from proxy.commands import PROG, Commands, fail
 from proxy.config import Config
-
-Commands = argparse._SubParsersAction  # what add_subparsers returns (argparse has no public name)
-PROG = "symbiotic-memory"
 
 
 def add_parsers(memory_commands: Commands[argparse.ArgumentParser]) -> None:
@@ -68,12 +66,6 @@ def run(config: Config, args: argparse.Namespace) -> int | None:
         print(f"{args.path}: {parsed.format}, {_size(parsed)}; nothing written", file=sys.stderr)
         return 0
     return asyncio.run(import_parsed(config, parsed, args.user, str(args.path)))
-
-
-def fail(message: str) -> int:
-    """Print one error line; returns the exit status 1."""
-    print(f"{PROG}: {message}", file=sys.stderr)
-    return 1
 
 
 def _size(parsed: Parsed) -> str:

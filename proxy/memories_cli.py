@@ -31,9 +31,8 @@ from memory.store.archive import RawArchive
 from memory.types import MemoryHit
 from proxy import forget_cli, import_cli, memories_view
 from proxy.app import memory_for
+from proxy.commands import Commands
 from proxy.config import Config
-
-Commands = argparse._SubParsersAction  # what add_subparsers returns (argparse has no public name)
 
 GROUPS: tuple[Any, ...] = (memories_view, forget_cli, import_cli)
 """Modules with ``add_parsers`` and ``run`` (see the module docstring), asked in this order."""

@@ -30,9 +30,8 @@ from memory.service import MemoryService
 from memory.types import MemoryHit
 from proxy.admin import MAX_K, decayed_strengths, hit_json, listed_json
 from proxy.app import memory_for
+from proxy.commands import Commands
 from proxy.config import Config
-
-Commands = argparse._SubParsersAction  # what add_subparsers returns (argparse has no public name)
 
 SHORT_ID = 8
 """Characters of an id shown in tables (``show`` takes the full id or any unique prefix)."""

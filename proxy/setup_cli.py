@@ -12,11 +12,11 @@ import aiohttp
 from rich.console import Console
 from rich.markup import escape
 
+from proxy.commands import Commands
 from proxy.config import Config, load_config
 from proxy.doctor import Check, Probe, detect_kind, diagnose
 from proxy.errors import ConfigError
 
-Commands = argparse._SubParsersAction  # what add_subparsers returns (argparse has no public name)
 TEMPLATE = "default.yaml"
 DEFAULT_TARGET = Path("symbiotic-memory.yaml")
 MARKS = {"ok": "[green]ok  [/]", "warn": "[yellow]warn[/]", "fail": "[bold red]FAIL[/]"}
