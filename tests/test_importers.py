@@ -274,3 +274,32 @@ async def test_a_reader_that_stops_reading_gets_no_traceback(
             closed_pipe_run, "memories", *command, "--user", "marta", "--config", str(config)
         )
         assert done.returncode == 1 and done.stderr == b"", (command, done.stderr)
+
+
+async def test_an_export_larger_than_one_chroma_batch_restores(
+    fake: FakeOllama, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+):
+    # chromadb refuses an upsert of more than get_max_batch_size() records (5461 embedded)
+    source = config_for(tmp_path, fake, "source")
+    chats = str(EXPORTS / "openwebui" / "chat-export.json")
+    await cli(capsys, "memories", "import", chats, "--user", "ana", "--config", str(source))
+    status, out, err = await cli(
+        capsys, "memories", "export", "--user", "ana", "--config", str(source), "--embeddings"
+    )
+    assert status == 0, err
+    template = json.loads(out.splitlines()[0])
+    rng = np.random.default_rng(7)
+    lines = []
+    for i in range(6000):
+        vector = rng.normal(size=64)
+        record = dict(template, id=f"{i:032x}", text=f"fact number {i}")
+        lines.append(json.dumps(record | {"embedding": (vector / np.linalg.norm(vector)).tolist()}))
+    big = tmp_path / "big.jsonl"
+    big.write_text("\n".join(lines) + "\n")
+    target = config_for(tmp_path, fake, "target")
+    status, _, err = await cli(
+        capsys, "memories", "import", str(big), "--user", "ana", "--config", str(target)
+    )
+    assert status == 0 and "6000 memories restored" in err, err
+    after = await exported(capsys, target, "ana")
+    assert sorted(r["id"] for r in after) == sorted(json.loads(line)["id"] for line in lines)

@@ -114,8 +114,8 @@ async def restore(service: MemoryService, user: str, data: Canonical) -> tuple[i
     stored, exchanges queued). Already-stored exchanges are not queued again.
 
     Raises:
-        EmbedderError, StoreError: the embedder or the store failed (nothing partial is
-        claimed: stored records are upserted in one call).
+        EmbedderError, StoreError: the embedder or the store failed; records already upserted
+        stay, and importing the same file again completes it (upserts by id).
     """
     if data.stored:
         vectors = await vectors_for(service, data.stored)

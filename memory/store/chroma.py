@@ -68,6 +68,10 @@ def to_chroma_metadata(metadata: dict[str, Any]) -> Metadata:
 
 EXACT_MAX = 500
 """Most memories of a user in a shard that :meth:`ChromaStore.query` scores itself."""
+UPSERT_BATCH = 4096
+"""Records per Chroma ``upsert`` call at most; less when the client's ``get_max_batch_size()``
+is lower (5461 for the embedded client in chromadb 1.x). Chroma refuses a whole call over
+that limit, so a restore of a large export must be cut."""
 REOPEN_EVERY = 50
 """The embedded client is reopened after this many migrated collections (see
 :meth:`ChromaStore._reopen`): measured, reading 200 one-per-user collections took the process
@@ -102,6 +106,7 @@ class ChromaStore:
     def __init__(self, config: StoreConfig) -> None:
         self._config = config
         self._client: Any = None
+        self._upsert_batch = UPSERT_BATCH
         self._collections: OrderedDict[str, Any] = OrderedDict()  # least recently used first
         self._lock = threading.Lock()
         self._log: Any = None
@@ -178,6 +183,8 @@ class ChromaStore:
         """Connect to the server or open the directory, then :meth:`migrate`; raises
         StoreError (or DimensionMismatchError from the migration)."""
         self._client = await self._run(self._connect)
+        limit = await self._run(self._client.get_max_batch_size)
+        self._upsert_batch = max(1, min(UPSERT_BATCH, int(limit)))
         report = await self.migrate()
         if report.collections:
             log.warning(
@@ -363,13 +370,17 @@ class ChromaStore:
         if stored != dim:
             raise DimensionMismatchError(embedder, dim, collection.name, stored)
         owner = {} if place.where is None else {"user": user}
-        await self._run(
-            collection.upsert,
-            ids=[place.record_id(i) for i in ids],
-            embeddings=np.asarray(vectors, dtype=np.float32).tolist(),
-            documents=texts,
-            metadatas=[to_chroma_metadata({**m, **owner}) for m in metadatas],
-        )
+        rows = np.asarray(vectors, dtype=np.float32)
+        step = self._upsert_batch  # Chroma refuses a whole call over its max_batch_size
+        for start in range(0, len(ids), step):
+            part = slice(start, start + step)
+            await self._run(
+                collection.upsert,
+                ids=[place.record_id(i) for i in ids[part]],
+                embeddings=rows[part].tolist(),
+                documents=texts[part],
+                metadatas=[to_chroma_metadata({**m, **owner}) for m in metadatas[part]],
+            )
 
     async def query(self, user: str, vector: Vectors, k: int) -> list[MemoryHit]:
         """See :meth:`Store.query`; similarity = 1 - cosine distance. A user with at most
