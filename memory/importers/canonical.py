@@ -14,6 +14,7 @@ stored are skipped.
 from __future__ import annotations
 
 import json
+import sys
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -101,7 +102,8 @@ async def vectors_for(service: MemoryService, stored: list[dict[str, Any]]) -> n
             out[i] = vector
         else:
             again.append(i)
-    for start in tqdm(range(0, len(again), EMBED_BATCH), desc="embed", disable=not again):
+    bar = not again or not sys.stderr.isatty()  # a bar for a person, not for a log file
+    for start in tqdm(range(0, len(again), EMBED_BATCH), desc="embed", disable=bar):
         rows = again[start : start + EMBED_BATCH]
         out[rows] = await service.embedder.embed([stored[i]["text"] for i in rows])
     for i in again:
