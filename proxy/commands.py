@@ -14,3 +14,8 @@ def fail(message: str) -> int:
     """Print ``symbiotic-memory: MESSAGE`` as one line on stderr; returns the exit status 1."""
     print(f"{PROG}: {message}", file=sys.stderr)
     return 1
+
+
+def counted(n: int, one: str, many: str) -> str:
+    """``1 memory``, ``2 memories``."""
+    return f"{n} {one if n == 1 else many}"

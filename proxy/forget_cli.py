@@ -20,7 +20,7 @@ import aiohttp
 from memory.errors import MemoryLayerError, OutboxBusyError
 from memory.service import MemoryService
 from proxy.app import memory_for
-from proxy.commands import Commands, fail
+from proxy.commands import Commands, counted, fail
 from proxy.config import Config
 
 
@@ -90,11 +90,6 @@ def confirm(mid: str, text: str) -> bool:
         return True
     fail("not forgotten")
     return False
-
-
-def counted(n: int, one: str, many: str) -> str:
-    """``1 memory``, ``2 memories``."""
-    return f"{n} {one if n == 1 else many}"
 
 
 def report(erased: dict[str, Any]) -> None:

@@ -24,7 +24,7 @@ from memory.importers.canonical import known_exchanges, restore
 from memory.ingest import drain, exchanges
 from memory.service import MemoryService
 from proxy.app import memory_for
-from proxy.commands import PROG, Commands, fail
+from proxy.commands import PROG, Commands, counted, fail
 from proxy.config import Config
 
 
@@ -70,9 +70,10 @@ def run(config: Config, args: argparse.Namespace) -> int | None:
 
 def _size(parsed: Parsed) -> str:
     if parsed.canonical is not None:
-        return f"{len(parsed.canonical.stored)} memories, {len(parsed.canonical.pending)} queued"
-    made = len(list(exchanges(parsed.messages, "")))
-    return f"{len(parsed.messages)} messages in {made} exchanges"
+        stored = counted(len(parsed.canonical.stored), "memory", "memories")
+        return f"{stored}, {len(parsed.canonical.pending)} queued"
+    made = counted(len(list(exchanges(parsed.messages, ""))), "exchange", "exchanges")
+    return f"{counted(len(parsed.messages), 'message', 'messages')} in {made}"
 
 
 async def import_parsed(config: Config, parsed: Parsed, user: str, source: str) -> int:

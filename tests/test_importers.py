@@ -99,6 +99,11 @@ def test_formats_are_detected_from_content_and_layout(tmp_path: Path):
     assert detect(tmp_path / "export.zip") == "chatgpt"
     zipped = read(tmp_path / "export.zip", "auto", "marta", 0.0).messages
     assert zipped == read(conversations, "auto", "marta", 0.0).messages and zipped
+    # the same export unpacked and zipped again: its files sit in a folder
+    with zipfile.ZipFile(tmp_path / "again.zip", "w") as archive:
+        archive.writestr("chatgpt-2025/chat.html", "<html></html>")
+        archive.write(conversations, "chatgpt-2025/conversations.json")
+    assert read(tmp_path / "again.zip", "auto", "marta", 0.0).messages == zipped
 
 
 def test_latent_memory_summaries_keep_their_times_and_conversations():
@@ -211,7 +216,9 @@ async def test_bad_input_is_one_line_and_writes_nothing(
     config = config_for(tmp_path, fake)
     junk = tmp_path / "notes.txt"
     junk.write_text("just some text\n")
-    for path, words in ((junk, "not a format"), (tmp_path / "nope.json", "no such file")):
+    (tmp_path / "empty.json").write_text("\n")
+    cases = ((junk, "not a format"), (tmp_path / "nope.json", "no such file"))
+    for path, words in (*cases, (tmp_path / "empty.json", "the file is empty")):
         status, _, err = await cli(
             capsys, "memories", "import", str(path), "--user", "u", "--config", str(config)
         )

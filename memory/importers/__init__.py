@@ -126,6 +126,8 @@ def _first_record(path: Path) -> Any:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise ImportFormatError(f"{path}: cannot read it as UTF-8 text: {exc}") from exc
+    if not text.strip():
+        raise ImportFormatError(f"{path}: the file is empty")
     try:
         data = json.loads(text)
     except json.JSONDecodeError:
@@ -167,14 +169,25 @@ def read(path: Path, fmt: str, user: str, now: float) -> Parsed:
     return Parsed(fmt, *chats(data, str(path)))
 
 
+def _conversations(archive: zipfile.ZipFile) -> str:
+    """The member name of the zip's ``conversations.json``: the shallowest one.
+
+    Raises:
+        ImportFormatError: the zip holds none.
+    """
+    names = [n for n in archive.namelist() if n.rsplit("/", 1)[-1] == "conversations.json"]
+    if not names:
+        raise ImportFormatError(f"{archive.filename}: the zip holds no conversations.json")
+    return min(names, key=lambda n: (n.count("/"), n))
+
+
 def _text(path: Path) -> str:
-    """The file's text; for a ChatGPT export zip, its ``conversations.json``."""
+    """The file's text; for a ChatGPT export zip, its ``conversations.json`` (at the top, or
+    in one folder when the export was unpacked and zipped again)."""
     try:
         if path.is_file() and zipfile.is_zipfile(path):
             with zipfile.ZipFile(path) as archive:
-                return archive.read("conversations.json").decode("utf-8")
+                return archive.read(_conversations(archive)).decode("utf-8")
         return path.read_text(encoding="utf-8")
-    except KeyError as exc:
-        raise ImportFormatError(f"{path}: the zip holds no conversations.json") from exc
     except (OSError, UnicodeDecodeError, zipfile.BadZipFile) as exc:
         raise ImportFormatError(f"{path}: cannot read it: {exc}") from exc
